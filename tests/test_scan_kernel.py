@@ -1,0 +1,183 @@
+"""The Triton selective scan (scan_kernel.py) against the reference loop ssm.selective_scan_ref.
+
+Without CUDA the kernels run in Triton's interpreter (conftest.py sets TRITON_INTERPRET=1 before
+triton is imported): exact, but slow (about a millisecond per scanned element), so the shapes are
+tiny and the tiles small (16 steps, 1-2 channels per program) so that even these shapes cross
+tile borders in time, channels and state size. Every output buffer starts as NaN, so an element
+a kernel forgets to write fails the comparison. On CUDA the same comparisons run at real sizes
+with the tolerances of the official Mamba tests.
+"""
+import pytest
+import torch
+
+pytest.importorskip("triton")   # the project runs without triton; so do its other tests
+import scan_kernel  # noqa: E402
+from ssm import selective_scan_ref  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+# (rtol, atol) for y and for the gradients. Interpreter: both sides compute in fp32 on the same
+# inputs, so only summation order differs. GPU: the official Mamba tests' y tolerances, and
+# gradients a few times looser.
+TOL_INTERPRETER = {torch.float32: (1e-4, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
+TOL_GPU = {torch.float32: ((6e-4, 2e-3), (2e-3, 1e-2)), torch.bfloat16: ((3e-2, 5e-2), (6e-2, 1e-1))}
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+@pytest.fixture(autouse=True)
+def poison_outputs(monkeypatch):
+    monkeypatch.setattr(scan_kernel, "POISON_OUTPUTS", True)
+
+
+def make_inputs(batch, length, dim, dstate, dtype=torch.float32, device="cpu", D=True, z=True,
+                delta_bias=True, seed=0):
+    """Random scan inputs with grads on; A in the S4D-real range (-1..-dstate), as Mamba initialises it."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=g)   # noqa: E731
+    x = dict(u=rand(batch, length, dim), delta=0.5 * rand(batch, length, dim),
+             A=-torch.arange(1, dstate + 1.0).repeat(dim, 1) * (0.5 + torch.rand(dim, 1, generator=g)),
+             B=rand(batch, length, dstate), C=rand(batch, length, dstate),
+             D=rand(dim) if D else None, z=rand(batch, length, dim) if z else None,
+             delta_bias=0.3 * rand(dim) if delta_bias else None)
+    low = {"u", "delta", "B", "C", "z"}                  # inputs in the activation dtype
+    return {k: None if v is None else v.to(device, dtype if k in low else torch.float32).requires_grad_()
+            for k, v in x.items()}
+
+
+def run_with_grads(fn, inputs, dy, **kwargs):
+    """y and the gradient of <y, dy> for every present input. -> (y, {name: grad})"""
+    present = [k for k in NAMES if inputs[k] is not None]
+    y = fn(*(inputs[k] for k in NAMES), **kwargs)
+    grads = torch.autograd.grad(y, [inputs[k] for k in present], dy)
+    return y, dict(zip(present, grads))
+
+
+def assert_matches_reference(inputs, delta_softplus, tol_y, tol_grad, **tiles):
+    u = inputs["u"]
+    dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.device, u.dtype)
+    y, grads = run_with_grads(scan_kernel.selective_scan_triton, inputs, dy, delta_softplus=delta_softplus,
+                              **tiles)
+    y_ref, grads_ref = run_with_grads(selective_scan_ref, inputs, dy, delta_softplus=delta_softplus)
+    assert y.dtype == u.dtype and y.shape == u.shape
+    torch.testing.assert_close(y, y_ref, rtol=tol_y[0], atol=tol_y[1])
+    assert grads.keys() == grads_ref.keys()
+    for name, g_ref in grads_ref.items():
+        if name != "A" or u.shape[1] > 1:                # at L = 1, dA is 0: it multiplies h_{-1} = 0
+            assert g_ref.abs().max() > 0, f"reference d{name} is all zero: the comparison would prove nothing"
+        assert grads[name].dtype == inputs[name].dtype
+        torch.testing.assert_close(grads[name], g_ref, rtol=tol_grad[0], atol=tol_grad[1],
+                                   msg=lambda m: f"d{name}: {m}")
+
+
+# --- Interpreter (CPU) and GPU alike: tiny shapes -------------------------------------------
+
+# (length, channels, channels per program): 1 and 7 fit in one tile; 33 and 130 span 3 and 9
+# chunks of 16; 3 channels in blocks of 2 leave a half-empty block, N = 3 pads the state to 4.
+@pytest.mark.parametrize("length, dim, block_d", [(1, 3, 2), (7, 3, 2), (33, 3, 2), (130, 3, 4)])
+def test_output_and_every_gradient_match_reference_at_any_length(length, dim, block_d):
+    tol = TOL_INTERPRETER[torch.float32]
+    inputs = make_inputs(2, length, dim, 3)
+    assert_matches_reference(inputs, True, tol, tol, chunk=16, block_d=block_d)
+
+
+@pytest.mark.parametrize("D, z, delta_bias, delta_softplus", [
+    (False, False, False, False), (True, False, False, False), (False, True, False, False),
+    (False, False, True, False), (False, False, False, True), (True, True, False, True)])
+def test_each_optional_input_matches_reference(D, z, delta_bias, delta_softplus):
+    tol = TOL_INTERPRETER[torch.float32]
+    inputs = make_inputs(2, 13, 3, 3, D=D, z=z, delta_bias=delta_bias)   # 2 chunks of 8
+    assert_matches_reference(inputs, delta_softplus, tol, tol, chunk=8, block_d=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_match_reference(dtype):
+    inputs = make_inputs(2, 13, 3, 3, dtype=dtype)
+    assert_matches_reference(inputs, True, TOL_INTERPRETER[dtype], TOL_INTERPRETER[dtype], chunk=8, block_d=2)
+
+
+def test_saved_states_are_the_states_entering_each_chunk():
+    x = make_inputs(2, 33, 3, 3, D=False, z=False, delta_bias=False)
+    x = {k: v.detach() if v is not None else None for k, v in x.items()}
+    _, h_saved = scan_kernel._scan_forward(*(x[k] for k in NAMES), False, 16, 2, True)
+    assert h_saved.shape == (2, 3, 3, 3)                 # (B, n_chunks, D, N): no (B, L, D, N) tensor
+    # Reference states: scan one channel-state pair at a time with C = e_n picking h[..., n].
+    u, delta, A, B = x["u"], x["delta"], x["A"], x["B"]
+    for c, t in enumerate((16, 32)):                     # chunks 1 and 2 start after steps 15 and 31
+        for n in range(3):
+            C = torch.zeros_like(B)
+            C[..., n] = 1.0
+            h_ref = selective_scan_ref(u[:, :t], delta[:, :t], A, B[:, :t], C[:, :t])[:, -1]  # (B, D)
+            torch.testing.assert_close(h_saved[:, c + 1, :, n], h_ref, rtol=1e-4, atol=1e-5)
+    assert torch.all(h_saved[:, 0] == 0)                 # h_{-1} = 0
+
+
+def test_inference_skips_state_saves_and_gives_the_same_output(monkeypatch):
+    inputs = make_inputs(2, 7, 3, 3)
+    saved = []
+    forward = scan_kernel._scan_forward
+    monkeypatch.setattr(scan_kernel, "_scan_forward", lambda *a: saved.append(a[-1]) or forward(*a))
+    args = [inputs[k] for k in NAMES]
+    y_train = scan_kernel.selective_scan_triton(*args, delta_softplus=True, chunk=16)
+    with torch.no_grad():
+        y_infer = scan_kernel.selective_scan_triton(*args, delta_softplus=True, chunk=16)
+    assert saved == [True, False]
+    torch.testing.assert_close(y_infer, y_train.detach(), rtol=0, atol=0)
+
+
+def test_non_contiguous_inputs_match_reference():
+    """Mamba passes x and z as halves of one projection, and x after a transpose: strided views."""
+    inputs = make_inputs(2, 7, 3, 3)
+    u_z = torch.cat([inputs["u"].detach(), inputs["z"].detach()], dim=-1).requires_grad_()  # (B, L, 2D)
+    u, z = u_z.chunk(2, dim=-1)
+    delta = inputs["delta"].detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    assert not (u.is_contiguous() or z.is_contiguous() or delta.is_contiguous())
+    tol = TOL_INTERPRETER[torch.float32]
+    assert_matches_reference({**inputs, "u": u, "z": z, "delta": delta}, True, tol, tol, chunk=16, block_d=2)
+
+
+def test_ssm_selective_scan_reaches_this_kernel_with_the_triton_backend(monkeypatch):
+    import ssm
+    inputs = make_inputs(2, 7, 3, 3)
+    launched = []
+    forward = scan_kernel._scan_forward
+    monkeypatch.setattr(scan_kernel, "_scan_forward", lambda *a: launched.append(1) or forward(*a))
+    with torch.no_grad():
+        y = ssm.selective_scan(*(inputs[k] for k in NAMES), delta_softplus=True, backend="triton")
+        y_ref = selective_scan_ref(*(inputs[k] for k in NAMES), delta_softplus=True)
+    assert launched == [1]
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_raise_one_clear_error(monkeypatch):
+    x = {k: v.detach() if v is not None else None for k, v in make_inputs(2, 5, 4, 3).items()}
+    call = lambda **change: scan_kernel.selective_scan_triton(**{**x, **change})   # noqa: E731
+    with pytest.raises(scan_kernel.ScanKernelError, match="B has shape"):
+        call(B=x["B"][:, :4])
+    with pytest.raises(scan_kernel.ScanKernelError, match="share one dtype"):
+        call(delta=x["delta"].half())
+    with pytest.raises(scan_kernel.ScanKernelError, match="power of two"):
+        scan_kernel.selective_scan_triton(*(x[k] for k in NAMES), chunk=12)
+    if not CUDA:
+        monkeypatch.delenv("TRITON_INTERPRET")
+        with pytest.raises(scan_kernel.ScanKernelError, match="needs CUDA tensors"):
+            call()
+
+
+# --- CUDA only: real sizes, fp32 and bf16 -------------------------------------------------------
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch, length, dim, dstate",
+                         [(2, 2048, 768, 16), (64, 60, 256, 16), (3, 1000, 100, 5)])
+def test_gpu_matches_reference_at_real_sizes(dtype, batch, length, dim, dstate):
+    inputs = make_inputs(batch, length, dim, dstate, dtype=dtype, device="cuda")
+    tol_y, tol_grad = TOL_GPU[dtype]
+    assert_matches_reference(inputs, True, tol_y, tol_grad)
+
+
+@needs_cuda
+def test_gpu_each_optional_input_matches_reference():
+    combos = [(False, False, False, False), (True, True, True, True), (False, True, False, True)]
+    for D, z, bias, softplus in combos:
+        inputs = make_inputs(2, 300, 64, 16, device="cuda", D=D, z=z, delta_bias=bias)
+        assert_matches_reference(inputs, softplus, *TOL_GPU[torch.float32])
