@@ -1,0 +1,291 @@
+"""Tests for ssm.py: the fast scan against the reference loop (forward and every gradient),
+the scan dispatch, the Mamba block's reference layout and initialisation, causality, and
+recurrent step() == full forward. CPU only, a few seconds in all."""
+import math
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ssm
+from ssm import (MambaBackbone, MambaBlock, SSMError, selective_scan, selective_scan_ref,
+                 selective_scan_torch)
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+# Tolerances (rtol, atol); atol is multiplied by max(1, max |reference|), because gradients
+# summed over batch and time (A, D, delta_bias) are large. fp32: both paths compute in fp32 and
+# differ only in summation order. bf16: the fast scan takes bf16 inputs and returns bf16 outputs
+# and gradients; it is compared with the reference run in fp32 on the same bf16-rounded inputs
+# (as the official Mamba tests do), so the error is the bf16 rounding of the results (2^-8).
+TOL = {torch.float32: dict(fwd=(1e-5, 1e-5), grad=(1e-4, 1e-4)),
+       torch.bfloat16: dict(fwd=(3e-2, 5e-2), grad=(5e-2, 2e-2))}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: on a shared 2-core machine a second OpenMP thread only adds waiting
+    (measured here: the step test took seconds with 2 threads, 0.05 s with 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def scan_inputs(batch, length, channels, d_state, dtype, seed=0):
+    """Random scan inputs in `dtype` with realistic ranges (A negative, small pre-softplus Δ)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)                          # noqa: E731
+    x = dict(u=r(batch, length, channels), delta=r(batch, length, channels) * 0.5 - 1.0,
+             A=-torch.rand(channels, d_state, generator=g) * 2 - 0.1,
+             B=r(batch, length, d_state), C=r(batch, length, d_state), D=r(channels),
+             z=r(batch, length, channels), delta_bias=r(channels) * 0.3)
+    return {k: v.to(dtype) for k, v in x.items()}
+
+
+def run_with_grads(scan, inputs, grad_out, **kwargs):
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    y = scan(**leaves, **kwargs)
+    y.backward(grad_out)
+    return y, {k: v.grad for k, v in leaves.items()}
+
+
+def assert_close_rel(actual, expected, rtol, atol, what):
+    """allclose with atol scaled by the reference's magnitude (gradients summed over many terms
+    are large), and a message naming the tensor."""
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol * scale,
+                               msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("length", [1, 7, 63, 100])
+@pytest.mark.parametrize("chunk_len", [None, 5], ids=["one_chunk", "chunks_of_5"])
+def test_fast_scan_matches_reference_forward_and_all_gradients(length, dtype, chunk_len):
+    inputs = scan_inputs(2, length, 6, 4, dtype)
+    grad_out = torch.randn(2, length, 6, generator=torch.Generator().manual_seed(1)).to(dtype)
+    y_fast, g_fast = run_with_grads(selective_scan_torch, inputs, grad_out, delta_softplus=True,
+                                    chunk_len=chunk_len)
+    ref_inputs = {k: v.float() for k, v in inputs.items()}             # same bf16-rounded values
+    y_ref, g_ref = run_with_grads(selective_scan_ref, ref_inputs, grad_out.float(),
+                                  delta_softplus=True)
+    assert y_fast.dtype == dtype
+    assert_close_rel(y_fast, y_ref, *TOL[dtype]["fwd"], "y")
+    for name in GRAD_NAMES:
+        # with one step h_{-1} = 0, so exp(Δ A) multiplies nothing and A gets no gradient
+        nonzero = length > 1 or name != "A"
+        assert g_fast[name].dtype == dtype and (g_fast[name].abs().sum() > 0) == nonzero, name
+        assert_close_rel(g_fast[name], g_ref[name], *TOL[dtype]["grad"], f"grad {name}")
+
+
+def test_fast_scan_matches_reference_without_optional_inputs():
+    inputs = scan_inputs(3, 19, 5, 3, torch.float32)
+    core = {k: inputs[k] for k in ("u", "delta", "A", "B", "C")}
+    core["delta"] = core["delta"].abs() * 0.2                            # no softplus: keep Δ > 0
+    grad_out = torch.randn(3, 19, 5)
+    y_fast, g_fast = run_with_grads(selective_scan_torch, core, grad_out, chunk_len=4)
+    y_ref, g_ref = run_with_grads(selective_scan_ref, core, grad_out)
+    assert_close_rel(y_fast, y_ref, 1e-5, 1e-5, "y")
+    for name in core:
+        assert_close_rel(g_fast[name], g_ref[name], 1e-4, 1e-4, f"grad {name}")
+
+
+def test_fast_scan_stays_fp32_under_autocast():
+    # Under bf16 autocast a matmul would round to bf16; the fast scan's sums over N must not.
+    inputs = scan_inputs(2, 9, 6, 4, torch.float32)
+    grad_out = torch.randn(2, 9, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_fast, g_fast = run_with_grads(selective_scan_torch, inputs, grad_out,
+                                        delta_softplus=True, chunk_len=4)
+    y_ref, g_ref = run_with_grads(selective_scan_ref, inputs, grad_out, delta_softplus=True)
+    assert y_fast.dtype == torch.float32
+    assert_close_rel(y_fast, y_ref, 1e-5, 1e-5, "y")
+    for name in GRAD_NAMES:
+        assert_close_rel(g_fast[name], g_ref[name], 1e-4, 1e-4, f"grad {name}")
+
+
+def test_reference_scan_matches_closed_form_for_one_channel():
+    # One channel, N = 1, no softplus: h_t = a_t h_{t-1} + Δ_t b_t u_t written out by hand.
+    u, delta = torch.tensor([[[1.0], [2.0], [-1.0]]]), torch.tensor([[[0.5], [0.1], [1.0]]])
+    A, B, C = torch.tensor([[-2.0]]), torch.tensor([[[1.0], [3.0], [0.5]]]), torch.ones(1, 3, 1)
+    h, expected = 0.0, []
+    for t in range(3):
+        h = math.exp(delta[0, t, 0] * A[0, 0]) * h + delta[0, t, 0] * B[0, t, 0] * u[0, t, 0]
+        expected.append(h)
+    y = selective_scan_ref(u, delta, A, B, C)
+    torch.testing.assert_close(y.flatten(), torch.tensor(expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def spies(monkeypatch):
+    """Replace both PyTorch paths by recorders, so a test sees which one selective_scan ran."""
+    calls = []
+    monkeypatch.setattr(ssm, "selective_scan_torch", lambda *a: calls.append("torch") or a[0])
+    monkeypatch.setattr(ssm, "selective_scan_ref", lambda *a: calls.append("ref") or a[0])
+    monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
+    return calls
+
+
+def _call(backend=None):
+    x = scan_inputs(1, 3, 2, 2, torch.float32)
+    return selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend=backend)
+
+
+def test_dispatch_auto_on_cpu_runs_fast_torch_scan(spies):
+    _call()
+    _call("auto")
+    assert spies == ["torch", "torch"]
+
+
+def test_dispatch_forced_backend_and_env_var(spies, monkeypatch):
+    _call("ref")
+    monkeypatch.setenv("DM_SCAN_BACKEND", "ref")
+    _call()                      # env var honoured under auto
+    _call("torch")               # an explicit argument beats the env var
+    assert spies == ["ref", "ref", "torch"]
+
+
+def test_dispatch_rejects_unknown_backend(monkeypatch):
+    monkeypatch.setenv("DM_SCAN_BACKEND", "cuda-magic")
+    with pytest.raises(SSMError, match="choose one of"):
+        _call()
+
+
+def test_dispatch_forced_triton_on_cpu_needs_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(SSMError, match="CUDA tensors"):
+        _call("triton")
+
+
+def test_dispatch_forced_triton_without_kernel_says_so(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(ssm, "_load_triton_scan", lambda: (None, "No module named 'triton'"))
+    with pytest.raises(SSMError, match="unavailable"):
+        _call("triton")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mamba block and backbone
+# ---------------------------------------------------------------------------------------------
+
+def reference_state_dict(d_model=16, d_state=16, d_conv=4, expand=2, seed=0):
+    """A state dict with the reference Mamba block's names and shapes, written out by hand."""
+    d_inner, dt_rank = expand * d_model, math.ceil(d_model / 16)
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"in_proj.weight": (2 * d_inner, d_model), "conv1d.weight": (d_inner, 1, d_conv),
+              "conv1d.bias": (d_inner,), "x_proj.weight": (dt_rank + 2 * d_state, d_inner),
+              "dt_proj.weight": (d_inner, dt_rank), "dt_proj.bias": (d_inner,),
+              "A_log": (d_inner, d_state), "D": (d_inner,), "out_proj.weight": (d_model, d_inner)}
+    return {k: torch.randn(*s, generator=g) * 0.3 for k, s in shapes.items()}
+
+
+def reference_block_forward(sd, x, d_state=16, d_conv=4):
+    """The reference block's computation from its raw tensors, with the reference split orders:
+    in_proj -> [x; z], x_proj -> [dt; B; C]."""
+    d_inner, length = sd["D"].shape[0], x.shape[1]
+    dt_rank = sd["dt_proj.weight"].shape[1]
+    xz = x @ sd["in_proj.weight"].t()
+    xs, z = xz[..., :d_inner], xz[..., d_inner:]
+    xs = F.conv1d(xs.transpose(1, 2), sd["conv1d.weight"], sd["conv1d.bias"],
+                  padding=d_conv - 1, groups=d_inner)[..., :length].transpose(1, 2)
+    xs = F.silu(xs)
+    x_dbl = xs @ sd["x_proj.weight"].t()
+    dt = x_dbl[..., :dt_rank]
+    B, C = x_dbl[..., dt_rank:dt_rank + d_state], x_dbl[..., dt_rank + d_state:]
+    delta = F.softplus(dt @ sd["dt_proj.weight"].t() + sd["dt_proj.bias"])
+    y = selective_scan_ref(xs, delta, -torch.exp(sd["A_log"]), B, C, sd["D"], z)
+    return y @ sd["out_proj.weight"].t()
+
+
+def test_reference_state_dict_loads_and_computes_the_reference_block():
+    sd = reference_state_dict()
+    block = MambaBlock(16)
+    block.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 9, 16)
+    torch.testing.assert_close(block(x), reference_block_forward(sd, x), rtol=1e-5, atol=1e-5)
+
+
+def test_backbone_state_dict_uses_reference_layer_names():
+    block_sd = reference_state_dict()
+    sd = {f"layers.{i}.mixer.{k}": v for i in range(2) for k, v in block_sd.items()}
+    sd.update({f"layers.{i}.norm.weight": torch.full((16,), 0.5) for i in range(2)})
+    net = MambaBackbone(16, n_layer=2)
+    net.load_state_dict(sd, strict=True)
+    assert torch.equal(net.layers[1].mixer.A_log, block_sd["A_log"])
+
+
+def test_block_initialisation_follows_reference():
+    torch.manual_seed(0)
+    block = MambaBlock(64, d_state=8)                                   # d_inner 128, dt_rank 4
+    assert block.dt_rank == 4 and block.d_inner == 128
+    torch.testing.assert_close(block.A_log, torch.log(torch.arange(1.0, 9.0)).repeat(128, 1))
+    assert torch.equal(block.D, torch.ones(128))
+    dt = F.softplus(block.dt_proj.bias)
+    assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001 and dt.std() > 0
+    assert block.dt_proj.weight.abs().max() <= 4 ** -0.5
+    assert block.A_log._no_weight_decay and block.D._no_weight_decay
+    assert block.dt_proj.bias._no_reinit
+
+
+def test_block_parameter_count_matches_reference_formula():
+    d_model, d_state, d_conv, d_inner, r = 128, 16, 4, 256, 8
+    expected = (d_model * 2 * d_inner + d_inner * d_conv + d_inner + d_inner * (r + 2 * d_state)
+                + r * d_inner + d_inner + d_inner * d_state + d_inner + d_inner * d_model)
+    assert sum(p.numel() for p in MambaBlock(d_model).parameters()) == expected
+
+
+def test_backbone_is_causal():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=2).eval()
+    x = torch.randn(2, 12, 16)
+    x_changed = x.clone()
+    x_changed[:, 7:] = torch.randn(2, 5, 16)
+    y, y_changed = net(x), net(x_changed)
+    torch.testing.assert_close(y[:, :7], y_changed[:, :7], rtol=0, atol=1e-6)
+    assert (y[:, 7:] - y_changed[:, 7:]).abs().max() > 1e-2            # the change did arrive
+
+
+def test_backbone_step_by_step_equals_full_forward():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=3, dropout=0.1).eval()
+    x = torch.randn(3, 11, 16)
+    y = net(x)
+    cache, outs = net.init_cache(3, x.device), []
+    for t in range(x.shape[1]):
+        y_t, cache = net.step(x[:, t], cache)
+        outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-5, atol=1e-5)
+    conv, h = cache[0]
+    assert conv.shape == (3, 32, 3) and h.shape == (3, 32, 16) and h.dtype == torch.float32
+
+
+def test_backbone_backward_reaches_every_parameter():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=2)
+    net(torch.randn(2, 8, 16)).square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+def test_backbone_runs_in_bf16():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=2).to(torch.bfloat16).eval()
+    x = torch.randn(2, 6, 16, dtype=torch.bfloat16)
+    y = net(x)
+    y_t, _ = net.step(x[:, 0], net.init_cache(2, x.device))
+    assert y.dtype == y_t.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+    torch.testing.assert_close(y_t, y[:, 0], rtol=3e-2, atol=3e-2)
+
+
+def test_main_smoke_check_prints_parameter_counts(capsys):
+    runpy.run_path(str(ROOT / "ssm.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "MambaBackbone(d_model=128, n_layer=4): 466,432 parameters" in out
+    assert "step-by-step max |diff|" in out
