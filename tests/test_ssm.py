@@ -93,6 +93,26 @@ def test_fast_scan_matches_reference_without_optional_inputs():
         assert_close_rel(g_fast[name], g_ref[name], 1e-4, 1e-4, f"grad {name}")
 
 
+@pytest.mark.parametrize("batch, length", [(1, 9), (3, 1)], ids=["batch1", "length1"])
+def test_fast_scan_leaves_inputs_untouched_when_time_first_is_a_view(batch, length):
+    # With B or L of 1 the time-first copy of an fp32 input is the input itself; the fast scan
+    # must then not write into it (forward or backward), and must still match the reference.
+    inputs = scan_inputs(batch, length, 6, 4, torch.float32)
+    grad_out = torch.randn(batch, length, 6)
+    originals = {k: v.clone() for k, v in inputs.items()}
+    leaves = {k: v.requires_grad_() for k, v in inputs.items()}
+    grad_copy = grad_out.clone()
+    y_fast = selective_scan_torch(**leaves, delta_softplus=True)
+    y_fast.backward(grad_out)
+    for name, value in originals.items():
+        assert torch.equal(inputs[name].detach(), value), name
+    assert torch.equal(grad_out, grad_copy)
+    y_ref, g_ref = run_with_grads(selective_scan_ref, originals, grad_out, delta_softplus=True)
+    assert_close_rel(y_fast, y_ref, 1e-5, 1e-5, "y")
+    for name in GRAD_NAMES:
+        assert_close_rel(leaves[name].grad, g_ref[name], 1e-4, 1e-4, f"grad {name}")
+
+
 def test_fast_scan_stays_fp32_under_autocast():
     # Under bf16 autocast a matmul would round to bf16; the fast scan's sums over N must not.
     inputs = scan_inputs(2, 9, 6, 4, torch.float32)
