@@ -1,10 +1,11 @@
 """Behaviour policies and offline datasets for Hopper, HalfCheetah and Walker2d (Gymnasium v5).
 
 Two jobs, one file:
-  train    Augmented Random Search (ARS V2-t) trains a linear policy on normalised observations,
-           then exports three small files to policies/: {env}-expert.npz (the best snapshot),
+  train    Augmented Random Search (ARS V2-t) trains a linear policy on normalised observations
+           (runs/ars-{env}/ keeps every iteration's policy; --resume continues a run), then
+           exports three small files to policies/: {env}-expert.npz (the best snapshot),
            {env}-medium.npz (the first snapshot reaching the medium target) and {env}-replay.npz
-           (the snapshots on the way up to medium, in training order).
+           (the snapshots on the way up to medium, in training order). `export` re-picks them.
   dataset  rolls those policies out and writes a D4RL-schema HDF5 file for one level:
            random (uniform actions), medium, expert, medium-replay (the replay snapshots in
            training order, each perturbed the way the trainer perturbed it), medium-expert
@@ -50,8 +51,9 @@ ARS_SETTINGS = {
     "walker2d": dict(directions=40, top=30, step_size=0.03, explore=0.025, shift=1.0),
 }
 MEDIUM_FLOOR = {"hopper": 1000.0, "halfcheetah": 3000.0, "walker2d": 1000.0}
-# Exploration used when rolling out medium / expert policies into a dataset, chosen by measuring
-# the datasets' return distributions (see policies/README.md): Gaussian action noise std.
+# Gaussian action-noise std when rolling out medium / expert policies into a dataset: the largest
+# of 0, 0.05, 0.1, 0.2 that kept both levels' mean return within ~15% of the noiseless one
+# (measured, see policies/README.md); linear policies are brittle, so mostly none.
 ACTION_NOISE = {"hopper": 0.05, "halfcheetah": 0.0, "walker2d": 0.0}
 MAX_EPISODE_STEPS = 1000
 
@@ -88,7 +90,8 @@ class DatasetConfig:
     env: str = field_help("hopper", "environment: hopper | halfcheetah | walker2d")
     level: str = field_help("medium", "random | medium | medium-replay | expert | medium-expert")
     transitions: int = field_help(0, "transitions to write (0: 1M, 2M for medium-expert, "
-                                     "the trainer's steps up to medium for medium-replay)")
+                                     "the trainer's steps up to medium, at most 1M, for "
+                                     "medium-replay)")
     out: str = field_help("", "output file (default data/{env}-{level}.hdf5)")
     seed: int = field_help(0, "dataset seed (episode seeds and exploration noise)")
     workers: int = field_help(2, "rollout processes")
@@ -137,8 +140,9 @@ class RunningStats:
 
     @property
     def std(self):  # floored so that a nearly constant coordinate cannot blow up the input
-        return np.maximum(np.sqrt(self.m2 / max(self.count, 1)), 1e-2) if self.count else \
-            np.ones_like(self.mean)
+        if not self.count:
+            return np.ones_like(self.mean)
+        return np.maximum(np.sqrt(self.m2 / self.count), 1e-2)
 
 
 def run_episode(env, w, c, seed, max_steps=MAX_EPISODE_STEPS, action_noise=0.0, rng=None):
@@ -184,7 +188,8 @@ def save_policy(path, policy, **meta):
 def read_npz(path):
     path = Path(path)
     if not path.exists():
-        raise DataError(f"no policy file {path}: train one with `python collect.py train --env ...`.")
+        raise DataError(f"no policy file {path}: train one with "
+                        "`python collect.py train --env ...`.")
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
     return arrays, json.loads(str(arrays.pop("meta")))
@@ -230,12 +235,15 @@ def train(cfg):
     evals, steps, first, minutes_before, start = {}, 0, 0, 0.0, time.time()
     phases = [dict(from_iteration=0, **hp)]  # the hyper-parameters used from which iteration on
     if cfg.resume:  # continue exactly where the saved run stopped
+        if not (run_dir / "info.json").exists():
+            raise DataError(f"nothing to resume in {run_dir}: train without --resume first.")
         info = json.loads((run_dir / "info.json").read_text())
         with np.load(run_dir / "history.npz") as f:
             saved = {k: f[k] for k in f.files}
         history = {k: list(saved[k]) for k in history}
         evals = dict(zip(saved["eval_iterations"].tolist(), saved["eval_returns"].tolist()))
-        weights, stats.mean, stats.m2 = saved["last_weights"], saved["stats_mean"], saved["stats_m2"]
+        weights = saved["last_weights"]
+        stats.mean, stats.m2 = saved["stats_mean"], saved["stats_m2"]
         stats.count, rng.bit_generator.state = int(saved["stats_count"]), info["rng_state"]
         steps, first, minutes_before = info["env_steps"], info["iterations"], info["train_minutes"]
         phases = info.get("phases", [dict(from_iteration=0, **info["ars"])])
@@ -277,7 +285,8 @@ def train(cfg):
             "n,nas->as", shifted[best, 0] - shifted[best, 1], deltas[best])
         stats.update(np.concatenate(seen))
         history["train_return"].append(np.mean(returns))
-        log.write(json.dumps({"iteration": it, "steps": steps, "minutes": (time.time() - start) / 60,
+        log.write(json.dumps({"iteration": it, "steps": steps,
+                              "minutes": (time.time() - start) / 60,
                               "train_return": float(np.mean(returns)),
                               "eval_return": float(evals[it]) if it in evals else None}) + "\n")
         log.flush()
@@ -340,7 +349,8 @@ def export_policies(cfg):
                     normalized_score=float(normalized_score(cfg.env, returns.mean())))
         print(f"{cfg.env}-{level}: iteration {it}, return {returns.mean():.1f} +- "
               f"{returns.std():.1f} over {len(returns)} episodes")
-    keep = np.unique(np.linspace(0, medium_it, min(cfg.replay_snapshots, medium_it + 1)).astype(int))
+    n_keep = min(cfg.replay_snapshots, medium_it + 1)
+    keep = np.unique(np.linspace(0, medium_it, n_keep).astype(int))  # evenly spaced, in order
     np.savez(out / f"{cfg.env}-replay.npz", weights=history["weights"][keep].astype(np.float32),
              obs_mean=history["obs_mean"][keep].astype(np.float32),
              obs_std=history["obs_std"][keep].astype(np.float32),
@@ -410,7 +420,8 @@ def plan_jobs(env, sources, transitions, seed, chunk=20_000):
                              transitions=n_part * (k + 1) // n_jobs - n_part * k // n_jobs,
                              policy=None if source["snapshots"] is None else
                              tuple(np.asarray(x[snap], np.float64) for x in source["snapshots"]),
-                             param_noise=source["param_noise"], action_noise=source["action_noise"]))
+                             param_noise=source["param_noise"],
+                             action_noise=source["action_noise"]))
     return jobs
 
 
