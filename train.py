@@ -299,7 +299,7 @@ def train(cfg: TrainConfig) -> Path:
         result = evaluate(model, cfg.env, dataset.state_mean, dataset.state_std, cfg.return_scale,
                           target, episodes=cfg.eval_episodes, seed=cfg.eval_seed, mode=eval_mode,
                           context_len=dataset.context_len, device=device,
-                          max_episode_steps=cfg.max_episode_steps)
+                          max_episode_steps=cfg.max_episode_steps, progress=True)
         model.train()
         log({"step": step, "time": round(elapsed, 3), "eval": {
             k: v for k, v in result.items() if k not in ("returns", "lengths", "seeds")}})
