@@ -26,15 +26,16 @@ for env_dataset in "hopper medium" "halfcheetah medium" "hopper medium-replay" "
 done
 
 jobs=()
-for env_dataset in "hopper medium" "halfcheetah medium" "hopper medium-replay" "walker2d medium"; do
-  set -- $env_dataset
-  for seed in 0 1; do
+for seed in 0 1; do
+  for env_dataset in "hopper medium" "halfcheetah medium" "walker2d medium" "hopper medium-replay"; do
+    set -- $env_dataset
     for model in dt mamba; do
       jobs+=("$model-$1-$2-s$seed --model $model --env $1 --dataset $2 --seed $seed")
     done
   done
+  # long context: Decision Mamba on whole episodes, acting recurrently (compare with dt-hopper-medium)
+  [ $seed = 0 ] && jobs+=("mamba-hopper-medium-full-s0 --model mamba --env hopper --dataset medium --seed 0 --context full --batch-size 4 --steps 200 --eval-mode recurrent")
 done
-jobs+=("mamba-hopper-medium-full-s0 --model mamba --env hopper --dataset medium --seed 0 --context full --batch-size 4 --steps 200 --eval-mode recurrent")
 
 for ((i = 0; i < ${#jobs[@]}; i += 2)); do
   run ${jobs[i]} &
