@@ -157,7 +157,8 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
                      render_mode="rgb_array" if video and i == 0 else None, **(env_kwargs or {}))
             for i in range(episodes)]
     horizon = envs[0].spec.max_episode_steps  # T
-    low, high = envs[0].action_space.low, envs[0].action_space.high
+    low = torch.as_tensor(envs[0].action_space.low, device=device)  # (act,)
+    high = torch.as_tensor(envs[0].action_space.high, device=device)  # (act,)
     mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)  # (obs,)
     std = torch.as_tensor(state_std, dtype=torch.float32, device=device)  # (obs,)
     last_time = model.config.max_ep_len - 1  # timesteps past the embedding table are clipped
@@ -181,7 +182,6 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
     bar = tqdm(total=horizon, desc=f"eval {env} x{episodes}", leave=False, disable=not progress)
     for t in range(horizon):
         states = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std  # (n, obs)
-        timestep = torch.full((len(rows),), min(t, last_time), device=device)  # (n,)
         if mode == "window":
             history_states[:, t], history_rtg[:, t] = states, rtg
             lo = max(0, t + 1 - context_len)
@@ -191,10 +191,10 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
                                    torch.ones(len(rows), t + 1 - lo, device=device))
             action = action_pred[:, -1].float()  # (n, act), read at s_t
         else:
+            timestep = torch.full((len(rows),), min(t, last_time), device=device)  # (n,)
             action, cache = model.step(rtg, states, timestep, cache)  # (n, act)
             action = action.float()
-        action = action.clamp(torch.as_tensor(low, device=device),
-                              torch.as_tensor(high, device=device))  # (n, act)
+        action = action.clamp(low, high)  # (n, act)
         if mode == "window":
             history_actions[:, t] = action
         else:
@@ -222,7 +222,7 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
             else:
                 cache = _select_rows(cache, keep_t)
         bar.update(1)
-        bar.set_postfix(running=len(rows))
+        bar.set_postfix(running=len(rows), refresh=False)
         if len(rows) == 0:
             break
     bar.close()
