@@ -103,17 +103,27 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, rows=None):
+        """x (B, T, C), mask (B, 1, T, T) -> (B, T, C); with `rows` (token positions), only those
+        tokens ask queries: keys and values still come from all T tokens -> (B, T_rows, C)."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in (q, k, v))  # 3 x (B, H, T, hs)
+        H, hs = self.n_head, C // self.n_head
+        if rows is None:
+            q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        else:
+            w_q, w_kv = self.qkv.weight.split((C, 2 * C))
+            b_q, b_kv = self.qkv.bias.split((C, 2 * C))
+            q = F.linear(x[:, rows], w_q, b_q)  # (B, T_rows, C)
+            k, v = F.linear(x, w_kv, b_kv).split(C, dim=2)  # 2 x (B, T, C)
+            mask = mask[:, :, rows]  # (B, 1, T_rows, T)
+        q = q.view(B, -1, H, hs).transpose(1, 2)  # (B, H, T_rows, hs)
+        k, v = (t.view(B, T, H, hs).transpose(1, 2) for t in (k, v))  # 2 x (B, H, T, hs)
         p = self.dropout if self.training else 0.0
         if self.fast:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
-            y = attention_ref(q, k, v, mask, dropout_p=p)  # (B, H, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+            y = attention_ref(q, k, v, mask, dropout_p=p)  # (B, H, T_rows, hs)
+        y = y.transpose(1, 2).reshape(B, -1, C)  # (B, T_rows, C)
         return self.resid_drop(self.proj(y))
 
 
@@ -125,7 +135,9 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
+        # The tanh approximation of GELU, as in GPT-2 and the original DT code: on the CPU the
+        # exact erf form costs about a fifth of a small model's forward pass.
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -138,9 +150,11 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x, mask):
-        x = x + self.attn(self.ln_1(x), mask)
-        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+    def forward(self, x, mask, rows=None):
+        """rows: token positions whose outputs are wanted (None = all); the others are not
+        computed past the attention's keys and values (used by the last block)."""
+        x = (x if rows is None else x[:, rows]) + self.attn(self.ln_1(x), mask, rows)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C) or (B, T_rows, C)
 
 
 def _init_gpt_style(module):
@@ -160,14 +174,16 @@ class GPTBackbone(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.apply(_init_gpt_style)
 
-    def forward(self, x, padding_mask=None):
+    def forward(self, x, padding_mask=None, rows=None):
+        """rows: token positions (an index or slice) whose outputs are returned, (B, T_rows, C);
+        the last block computes only those (the model reads actions from state tokens only)."""
         B, T, _ = x.shape
         if padding_mask is None:
             padding_mask = torch.ones(B, T, device=x.device)
         mask = attention_mask(padding_mask)  # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)
-        return x  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, rows if i == len(self.blocks) - 1 else None)
+        return x  # (B, T, C) or (B, T_rows, C)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -208,11 +224,17 @@ class DecisionModel(nn.Module):
     def _time(self, timesteps):
         return self.embed_timestep(timesteps.clamp(0, self.config.max_ep_len - 1))
 
-    def forward(self, states, actions, returns_to_go, timesteps, mask, targets=None):
+    def forward(self, states, actions, returns_to_go, timesteps, mask, targets=None,
+                last_only=False):
         """states (B, K, obs), actions (B, K, act), returns_to_go (B, K, 1), timesteps (B, K)
         int, mask (B, K) 1 = real step (padding on the right), targets (B, K, act) or None
-        -> (action_pred (B, K, act), masked MSE over real steps or None)."""
+        -> (action_pred (B, K, act), masked MSE over real steps or None).
+        last_only: predict a_K alone, (B, 1, act), as acting needs (no targets then); the
+        backbone's last layer then computes one token instead of K."""
         B, K, _ = states.shape
+        if last_only and targets is not None:
+            raise ModelError("last_only predicts one action and cannot compute the training "
+                             "loss; pass targets=None or last_only=False.")
         if states.size(-1) != self.config.state_dim or actions.size(-1) != self.config.act_dim:
             raise ModelError(f"the model expects state/action sizes {self.config.state_dim}/"
                              f"{self.config.act_dim} but got {states.size(-1)}/"
@@ -225,8 +247,11 @@ class DecisionModel(nn.Module):
         token_mask = mask.to(tokens.dtype).repeat_interleave(3, dim=1)  # (B, T)
         # Zeroing padded tokens keeps them out of the Mamba recurrence; the GPT also masks keys.
         x = self.drop(self.embed_ln(tokens)) * token_mask[:, :, None]  # (B, T, C)
-        x = self.ln_f(self.backbone(x, padding_mask=token_mask))  # (B, T, C)
-        action_pred = self.predict_action(x.view(B, K, 3, -1)[:, :, 1])  # (B, K, act), from s_t
+        # Actions are read at state tokens (positions 1, 4, 7, ...), so the backbone's last
+        # layer computes only those: s_1 .. s_K, or s_K alone.
+        rows = slice(3 * K - 2, 3 * K - 1) if last_only else slice(1, 3 * K, 3)
+        x = self.ln_f(self.backbone(x, padding_mask=token_mask, rows=rows))  # (B, K or 1, C)
+        action_pred = self.predict_action(x)  # (B, K or 1, act), from s_t
         loss = None
         if targets is not None:
             per_step = ((action_pred - targets) ** 2).mean(dim=-1)  # (B, K)
@@ -250,35 +275,38 @@ class DecisionModel(nn.Module):
 
     # ------------------------------------------------------------- recurrent inference (Mamba)
     # Per env step t: action, cache = step(R_t, s_t, t, cache); act; cache = step_action(a_t,
-    # t, cache). The cache is the backbone's fixed-size state, so the cost per env step does
-    # not grow with t. In eval mode this equals forward() on the whole episode so far.
+    # t, cache). The cache is the backbone's fixed-size state plus a_t's token, which waits
+    # there and enters the backbone with R_{t+1}, s_{t+1}: three tokens in one pass through the
+    # layers (one pass costs about what one token does at small batch). The cost per env step
+    # does not grow with t; in eval mode the actions equal forward() on the whole episode so far.
 
     def _require_recurrent(self):
         if self.config.backbone != "mamba":
             raise ModelError("recurrent inference needs the Mamba backbone; use "
                              "backbone='mamba' or evaluate this model in window mode.")
 
-    def _feed(self, token, cache):
-        """One token (B, C) through the embedding norm and the backbone -> (y (B, C), cache)."""
-        return self.backbone.step(self.drop(self.embed_ln(token)), cache)
-
     def init_cache(self, batch_size, device):
+        """-> (per-layer backbone caches, queued action token or None)."""
         self._require_recurrent()
-        return self.backbone.init_cache(batch_size, device)
+        return self.backbone.init_cache(batch_size, device), None
 
     def step(self, returns_to_go, states, timesteps, cache):
         """returns_to_go (B, 1), states (B, obs), timesteps (B,) -> (action (B, act), cache)."""
         self._require_recurrent()
+        layers, queued_action = cache
         time = self._time(timesteps)  # (B, C)
-        _, cache = self._feed(self.embed_return(returns_to_go) + time, cache)
-        y, cache = self._feed(self.embed_state(states) + time, cache)  # (B, C) at s_t
-        return self.predict_action(self.ln_f(y)), cache  # (B, act)
+        tokens = [self.embed_return(returns_to_go) + time, self.embed_state(states) + time]
+        if queued_action is not None:
+            tokens.insert(0, queued_action)  # a_{t-1}, R_t, s_t
+        x = self.drop(self.embed_ln(torch.stack(tokens, dim=1)))  # (B, 2 or 3, C)
+        y, layers = self.backbone.step(x, layers)  # (B, 2 or 3, C)
+        return self.predict_action(self.ln_f(y[:, -1])), (layers, None)  # (B, act), at s_t
 
     def step_action(self, actions, timesteps, cache):
-        """actions (B, act), timesteps (B,) -> cache with a_t fed."""
+        """actions (B, act), timesteps (B,) -> cache with a_t's token queued for the next step."""
         self._require_recurrent()
-        _, cache = self._feed(self.embed_action(actions) + self._time(timesteps), cache)
-        return cache
+        layers, _ = cache
+        return layers, self.embed_action(actions) + self._time(timesteps)  # token (B, C)
 
 
 if __name__ == "__main__":

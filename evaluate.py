@@ -98,8 +98,8 @@ def resolve_mode(mode: str, backbone: str, trained_full: bool) -> str:
 
 def _select_rows(cache, keep):
     """The batch rows `keep` of every tensor in a nested (list / tuple) recurrent cache."""
-    if isinstance(cache, torch.Tensor):
-        return cache[keep]
+    if cache is None or isinstance(cache, torch.Tensor):
+        return cache if cache is None else cache[keep]
     return type(cache)(_select_rows(part, keep) for part in cache)
 
 
@@ -188,7 +188,8 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
             window_time = torch.arange(lo, t + 1, device=device).clamp(max=last_time)  # (k,)
             action_pred, _ = model(history_states[:, lo:t + 1], history_actions[:, lo:t + 1],
                                    history_rtg[:, lo:t + 1], window_time.expand(len(rows), -1),
-                                   torch.ones(len(rows), t + 1 - lo, device=device))
+                                   torch.ones(len(rows), t + 1 - lo, device=device),
+                                   last_only=True)  # (n, 1, act)
             action = action_pred[:, -1].float()  # (n, act), read at s_t
         else:
             timestep = torch.full((len(rows),), min(t, last_time), device=device)  # (n,)

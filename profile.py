@@ -257,7 +257,7 @@ def latency_call(cfg, model_name, mode, K, B, device):
     model = make_model(cfg, model_name, K, device).eval()
     batch = make_batch(cfg, B, K, device, torch.Generator().manual_seed(cfg.seed))
     if mode == "window":  # re-encode the whole K-step window, read the newest action
-        return lambda: model(**batch)[0][:, -1]
+        return lambda: model(**batch, last_only=True)[0][:, -1]
     cache, position = model.init_cache(B, device), 0
 
     def env_step():  # R_t, s_t in -> a_t out; then a_t in

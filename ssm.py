@@ -353,7 +353,9 @@ class MambaBlock(nn.Module):
             out = torch.addcmul(out, x_pad[:, k:k + length], w[k])
         return out
 
-    def forward(self, x):                                                # x: (B, L, d_model)
+    def forward(self, x, rows=None):                                     # x: (B, L, d_model)
+        """rows: token positions (index or slice) whose outputs are returned (None = all);
+        the scan runs over every token either way, only out_proj is spared."""
         x, z = self.in_proj(x).chunk(2, dim=-1)                          # (B, L, d_inner) each
         x = F.silu(self._causal_conv(x))                                 # (B, L, d_inner)
         delta, B, C = self._ssm_inputs(x)
@@ -361,7 +363,7 @@ class MambaBlock(nn.Module):
         y = selective_scan(x, delta, A, B, C, self.D.float(), z,
                            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
                            backend=self.scan_backend)
-        return self.out_proj(y)                                          # (B, L, d_model)
+        return self.out_proj(y if rows is None else y[:, rows])         # (B, L or L_rows, d_model)
 
     def init_cache(self, batch, device):
         """Empty recurrent state: (conv, ssm). conv (B, d_inner, d_conv-1) holds the last
@@ -373,26 +375,38 @@ class MambaBlock(nn.Module):
         ssm = torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=torch.float32)
         return conv, ssm
 
-    def step(self, x_t, cache):
-        """One token: x_t (B, d_model) -> (y_t (B, d_model), new cache). Equals forward()'s
-        output at that position when fed the sequence from the start."""
-        # At batch 1 every op costs about its launch overhead, so this is written in few ops: the
-        # casts are no-ops for fp32 weights, fresh results are updated in place.
-        conv_state, h = cache
-        x, z = self.in_proj(x_t).chunk(2, dim=-1)                        # (B, d_inner) each
-        window = torch.cat([conv_state, x.unsqueeze(-1)], dim=-1)        # (B, d_inner, d_conv)
-        x = (window * self.conv1d.weight.squeeze(1)).sum(-1)            # (B, d_inner)
+    def step(self, x, cache):
+        """Continue the sequence held in `cache` with T new tokens: x (B, T, d_model), or one token
+        (B, d_model) -> (y of the same shape, new cache); the input cache is not modified. Equals
+        forward()'s outputs at those positions when the sequence is fed from its start.
+
+        Feeding a few tokens in one call costs about what one token costs (at small batch an op
+        costs about its launch overhead, whatever its size), so the DecisionModel feeds a_{t-1},
+        R_t, s_t together: one pass through the layers per env step instead of three."""
+        # At batch 1 an op costs about its launch overhead, so this is written in few ops: weights
+        # go to F.linear directly (no module call), the conv is one batched matrix product.
+        one_token = x.dim() == 2
+        if one_token:
+            x = x.unsqueeze(1)                                           # (B, 1, d_model)
+        conv_state, h = cache                              # (B, d_inner, d_conv-1), (B, d_inner, N)
+        tokens, dtype = x.shape[1], x.dtype
+        x, z = F.linear(x, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)  # (B, T, d_inner)
+        window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)     # (B, d_inner, d_conv-1+T)
+        x = window.unfold(-1, self.d_conv, 1) @ self.conv1d.weight.transpose(1, 2)  # (B, d_inner, T, 1)
         if self.conv1d.bias is not None:
-            x += self.conv1d.bias
-        x = F.silu(x)
-        delta, B, C = self._ssm_inputs(x)
-        delta = F.softplus(delta.float() + self.dt_proj.bias.float())   # (B, d_inner)
-        x32 = x.float()
-        decay = torch.exp(delta.unsqueeze(-1) * -torch.exp(self.A_log.float()))  # (B, d_inner, N)
-        h = decay.mul_(h).addcmul_((delta * x32).unsqueeze(-1), B.float().unsqueeze(1))
-        y = (h * C.float().unsqueeze(1)).sum(-1)                        # (B, d_inner)
-        y = torch.addcmul(y, x32, self.D.float()).mul_(F.silu(z.float())).to(x_t.dtype)
-        return self.out_proj(y), (window[..., 1:], h)
+            x = x + self.conv1d.bias[:, None, None]
+        x = F.silu(x.squeeze(-1).transpose(1, 2)).float()               # (B, T, d_inner)
+        dt, B, C = F.linear(x.to(dtype), self.x_proj.weight).float().split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(F.linear(dt, self.dt_proj.weight.float(), self.dt_proj.bias.float()))
+        decay = torch.exp(delta.unsqueeze(-1) * -torch.exp(self.A_log.float()))  # (B, T, d_inner, N)
+        states = (delta * x).unsqueeze(-1) * B.unsqueeze(2)  # drive Δ B u, (B, T, d_inner, N)
+        for t in range(tokens):                # states become h_t = decay_t * h_{t-1} + drive_t
+            h = states[:, t].addcmul_(decay[:, t], h)                    # (B, d_inner, N)
+        y = (states @ C.unsqueeze(-1)).squeeze(-1)                      # (B, T, d_inner)
+        y = torch.addcmul(y, x, self.D.float()).mul_(F.silu(z.float())).to(dtype)
+        y = F.linear(y, self.out_proj.weight, self.out_proj.bias)        # (B, T, d_model)
+        return (y.squeeze(1) if one_token else y), (window[..., tokens:], h)
 
 
 class ResidualBlock(nn.Module):
@@ -405,12 +419,12 @@ class ResidualBlock(nn.Module):
         self.mixer = MambaBlock(d_model, **mixer_kwargs)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x):                                                # (B, L, d_model)
-        return x + self.drop(self.mixer(self.norm(x)))
+    def forward(self, x, rows=None):                                     # (B, L, d_model)
+        return (x if rows is None else x[:, rows]) + self.drop(self.mixer(self.norm(x), rows))
 
-    def step(self, x_t, cache):                                          # (B, d_model)
-        y, cache = self.mixer.step(self.norm(x_t), cache)
-        return x_t + (self.drop(y) if self.training else y), cache
+    def step(self, x, cache):                                   # (B, d_model) or (B, T, d_model)
+        y, cache = self.mixer.step(self.norm(x), cache)
+        return x + (self.drop(y) if self.training else y), cache
 
 
 class MambaBackbone(nn.Module):
@@ -428,25 +442,27 @@ class MambaBackbone(nn.Module):
             for layer in self.layers:
                 layer.mixer.out_proj.weight /= math.sqrt(n_layer)
 
-    def forward(self, x, padding_mask=None):
+    def forward(self, x, padding_mask=None, rows=None):
         """padding_mask (B, L) is accepted and ignored: padding sits on the RIGHT and every layer is
         causal, so padded tokens can only change outputs at padded positions, which the loss
-        masks (left padding would need the inputs zeroed and a reset state)."""
-        for layer in self.layers:
-            x = layer(x)
+        masks (left padding would need the inputs zeroed and a reset state).
+        rows: token positions whose outputs are returned, (B, L_rows, d_model) (None = all)."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rows if i == len(self.layers) - 1 else None)
         return x
 
     def init_cache(self, batch, device):
         """One (conv, ssm) cache per layer."""
         return [layer.mixer.init_cache(batch, device) for layer in self.layers]
 
-    def step(self, x_t, cache):
-        """x_t (B, d_model) -> (y_t (B, d_model), new cache); the input cache is not modified."""
+    def step(self, x, cache):
+        """One token x (B, d_model), or T tokens (B, T, d_model), continuing the sequence in `cache`
+        -> (y of the same shape, new cache); the input cache is not modified."""
         new_cache = []
         for layer, layer_cache in zip(self.layers, cache):
-            x_t, layer_cache = layer.step(x_t, layer_cache)
+            x, layer_cache = layer.step(x, layer_cache)
             new_cache.append(layer_cache)
-        return x_t, new_cache
+        return x, new_cache
 
 
 if __name__ == "__main__":

@@ -114,24 +114,34 @@ def main(argv=None):
 
     rows = []
     for name, model, mode in models:
+        # The simulation is timed just before and just after the evaluation and averaged, so
+        # that a change in machine speed (shared CPUs drift) falls on both sides alike.
+        total_steps = cfg.episodes * cfg.max_episode_steps if not cfg.terminate else None
+        sim_before = (time_simulation(cfg.env, cfg.episodes, total_steps, env_kwargs,
+                                      cfg.max_episode_steps) if total_steps else None)
         batched = evaluate(model, cfg.env, episodes=cfg.episodes, mode=mode,
                            context_len=model.config.context_len, **common)
-        sim_s = time_simulation(cfg.env, cfg.episodes, batched["env_steps"], env_kwargs,
-                                cfg.max_episode_steps)
+        sim_after = time_simulation(cfg.env, cfg.episodes, batched["env_steps"], env_kwargs,
+                                    cfg.max_episode_steps)
+        if sim_before is not None and total_steps != batched["env_steps"]:
+            sim_before = None  # not the same number of steps: keep the after-measurement only
+        sims = [x for x in (sim_before, sim_after) if x is not None]
+        sim_s = sum(sims) / len(sims)
         singles = [evaluate(model, cfg.env, episodes=1, seed=10_000 + i, mode=mode,
                             context_len=model.config.context_len, **common)
                    for i in range(cfg.single_episodes)]
         single_per_step = (sum(r["wall_time_s"] for r in singles)
                            / sum(r["env_steps"] for r in singles))  # s per env step, batch 1
         row = {"model": name, "mode": mode, "env_steps": batched["env_steps"],
-               "batched_s": batched["wall_time_s"], "sim_s": sim_s,
+               "batched_s": batched["wall_time_s"], "sim_s": sim_s, "sim_runs_s": sims,
                "batch1_s_scaled": single_per_step * batched["env_steps"],
                "batch1_episodes": cfg.single_episodes}
         row["batched_over_sim"] = row["batched_s"] / sim_s
         row["speedup_over_batch1"] = row["batch1_s_scaled"] / row["batched_s"]
         rows.append(row)
         print(f"{name:5s} {mode:9s}: {row['env_steps']} env steps; batched {row['batched_s']:.1f} s"
-              f" = {row['batched_over_sim']:.2f} x sim ({sim_s:.1f} s); batch-1 would take "
+              f" = {row['batched_over_sim']:.2f} x sim ({sim_s:.1f} s, mean of "
+              f"{', '.join(f'{x:.1f}' for x in sims)}); batch-1 would take "
               f"{row['batch1_s_scaled']:.1f} s (from {cfg.single_episodes} episodes) -> "
               f"{row['speedup_over_batch1']:.1f} x speed-up", flush=True)
 

@@ -108,7 +108,7 @@ def dt_window_fn(cfg, t, batch):
 
     @torch.inference_mode()
     def env_step():
-        return model(**inputs)[0][:, -1]
+        return model(**inputs, last_only=True)[0][:, -1]  # as evaluate.py acts
     return env_step
 
 

@@ -119,6 +119,30 @@ def test_mamba_token_by_token_equals_full_forward(K, t0):
     torch.testing.assert_close(torch.stack(stepped, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_last_only_predicts_exactly_the_last_action_of_the_full_forward(backbone):
+    model, b = small_model(backbone), batch(B=3, K=7)
+    with torch.no_grad():
+        full, _ = model(**b)
+        last, loss = model(**b, last_only=True)
+    assert last.shape == (3, 1, ACT) and loss is None
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="last_only"):
+        model(**b, targets=b["actions"], last_only=True)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_gpt_backbone_rows_returns_exactly_those_outputs_of_the_full_forward(fast):
+    backbone_net = small_model("gpt", fast_attention=fast).backbone
+    x, token_mask = torch.randn(2, 15, 32), torch.ones(2, 15)
+    token_mask[1, 10:] = 0
+    with torch.no_grad():
+        y = backbone_net(x, padding_mask=token_mask)
+        for rows in (slice(1, 15, 3), slice(13, 14)):
+            torch.testing.assert_close(backbone_net(x, padding_mask=token_mask, rows=rows),
+                                       y[:, rows], rtol=1e-5, atol=1e-6)
+
+
 def test_recurrent_inference_on_gpt_raises_a_clear_error():
     model = small_model("gpt")
     with pytest.raises(ModelError, match="needs the Mamba backbone"):

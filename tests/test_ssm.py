@@ -286,6 +286,39 @@ def test_backbone_step_by_step_equals_full_forward():
     assert conv.shape == (3, 32, 3) and h.shape == (3, 32, 16) and h.dtype == torch.float32
 
 
+def test_backbone_fed_in_chunks_of_several_tokens_equals_full_forward():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=2).eval()
+    x = torch.randn(2, 12, 16)
+    y = net(x)
+    cache, outs, t = net.init_cache(2, x.device), [], 0
+    for size in (3, 1, 2, 3, 3):                          # 12 tokens in uneven chunks
+        y_chunk, cache = net.step(x[:, t:t + size], cache)
+        assert y_chunk.shape == (2, size, 16)
+        outs.append(y_chunk)
+        t += size
+    torch.testing.assert_close(torch.cat(outs, 1), y, rtol=1e-5, atol=1e-5)
+
+
+def test_step_leaves_the_input_cache_unchanged():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=2).eval()
+    _, cache = net.step(torch.randn(2, 3, 16), net.init_cache(2, torch.device("cpu")))
+    before = [t.clone() for layer in cache for t in layer]
+    net.step(torch.randn(2, 3, 16), cache)
+    for b, a in zip(before, (t for layer in cache for t in layer), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_backbone_rows_returns_exactly_those_outputs_of_the_full_forward():
+    torch.manual_seed(0)
+    net = MambaBackbone(16, n_layer=2).eval()
+    x = torch.randn(2, 12, 16)
+    y = net(x)
+    for rows in (slice(1, 12, 3), slice(10, 11)):
+        torch.testing.assert_close(net(x, rows=rows), y[:, rows], rtol=1e-6, atol=1e-6)
+
+
 def test_backbone_backward_reaches_every_parameter():
     torch.manual_seed(0)
     net = MambaBackbone(16, n_layer=2)
