@@ -135,9 +135,9 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        # The tanh approximation of GELU, as in GPT-2 and the original DT code: on the CPU the
-        # exact erf form costs about a fifth of a small model's forward pass.
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))  # (B, T, C)
+        # Exact (erf) GELU. GPT-2 and the original DT code use the tanh approximation, which this
+        # PyTorch build runs 2-4x slower on the CPU (benchmarks/bench_eval.py shows the effect).
+        return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
 
 
 class Block(nn.Module):

@@ -16,7 +16,9 @@ A random policy falls within a few dozen steps, so by default the envs run with
 terminate_when_unhealthy=False: every episode lasts the full time limit, and all three
 measurements make the same number of steps per episode (--terminate keeps the real endings).
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_eval.py [--episodes 100] [--threads 1]
+Run:  .venv/bin/python benchmarks/bench_eval.py [--episodes 100] [--threads 1] [--out F.json]
+(--threads 0, the default, keeps torch's thread count, as evaluate.py runs; the envs always step on
+the main thread)
 """
 import argparse
 import json
@@ -48,7 +50,8 @@ class BenchConfig:
     terminate: bool = False      # keep the env's own endings (falls) instead of full episodes
     run: str = ""                # a train.py run folder to time instead of random weights
     mamba_window: bool = False   # also time Mamba in window mode (slow: K steps re-encoded)
-    threads: int = 1             # torch threads (the env steps on the main thread either way)
+    threads: int = 0             # torch threads, 0 = torch's default (as evaluate.py runs);
+                                 # the envs step on the main thread either way
     out: str = ""                # also write the figures as JSON here
 
 
@@ -98,7 +101,8 @@ def main(argv=None):
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
                                 type=type(f.default))
     cfg = BenchConfig(**vars(parser.parse_args(argv)))
-    torch.set_num_threads(cfg.threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     env_kwargs = {} if cfg.terminate or cfg.env == "halfcheetah" else {
         "terminate_when_unhealthy": False}
     if cfg.run:
