@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The comparison behind REPORT.md: both models, two seeds, on the medium datasets of the three
+# The comparison behind REPORT.md: both models, three seeds, on the medium datasets of the three
 # envs and on hopper medium-replay, with the default (CPU-sized) training config, plus a
 # long-context pair (Decision Mamba trained on whole episodes and evaluated recurrently).
 # Runs go to runs/report/; two at a time, one torch thread each. Then:
 #   python report.py runs/report/* --out REPORT.md
-# Usage: bash experiments.sh [STEPS] [EVAL_EPISODES]
+# Usage: [SEEDS="0 1 2"] bash experiments.sh [STEPS] [EVAL_EPISODES]
 set -euo pipefail
 cd "$(dirname "$0")"
 STEPS=${1:-500}
 EPISODES=${2:-20}
+SEEDS=${SEEDS:-"0 1 2"}
 export OMP_NUM_THREADS=1
 mkdir -p runs/report logs
 
@@ -26,7 +27,7 @@ for env_dataset in "hopper medium" "halfcheetah medium" "hopper medium-replay" "
 done
 
 jobs=()
-for seed in 0 1; do
+for seed in $SEEDS; do
   for env_dataset in "hopper medium" "halfcheetah medium" "walker2d medium" "hopper medium-replay"; do
     set -- $env_dataset
     for model in dt mamba; do
