@@ -390,17 +390,20 @@ class MambaBlock(nn.Module):
             x = x.unsqueeze(1)                                           # (B, 1, d_model)
         conv_state, h = cache                              # (B, d_inner, d_conv-1), (B, d_inner, N)
         tokens, dtype = x.shape[1], x.dtype
-        x, z = F.linear(x, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)  # (B, T, d_inner)
+        xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)        # (B, T, 2 * d_inner)
+        x, z = xz.chunk(2, dim=-1)                                       # (B, T, d_inner) each
         window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)     # (B, d_inner, d_conv-1+T)
-        x = window.unfold(-1, self.d_conv, 1) @ self.conv1d.weight.transpose(1, 2)  # (B, d_inner, T, 1)
+        taps = window.unfold(-1, self.d_conv, 1)                        # (B, d_inner, T, d_conv)
+        x = taps @ self.conv1d.weight.transpose(1, 2)                    # (B, d_inner, T, 1)
         if self.conv1d.bias is not None:
             x = x + self.conv1d.bias[:, None, None]
         x = F.silu(x.squeeze(-1).transpose(1, 2)).float()               # (B, T, d_inner)
         dt, B, C = F.linear(x.to(dtype), self.x_proj.weight).float().split(
             [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(F.linear(dt, self.dt_proj.weight.float(), self.dt_proj.bias.float()))
-        decay = torch.exp(delta.unsqueeze(-1) * -torch.exp(self.A_log.float()))  # (B, T, d_inner, N)
-        states = (delta * x).unsqueeze(-1) * B.unsqueeze(2)  # drive Δ B u, (B, T, d_inner, N)
+        A = -torch.exp(self.A_log.float())                               # (d_inner, N)
+        decay = torch.exp(delta.unsqueeze(-1) * A)                       # (B, T, d_inner, N)
+        states = (delta * x).unsqueeze(-1) * B.unsqueeze(2)   # drive Δ B u, (B, T, d_inner, N)
         for t in range(tokens):                # states become h_t = decay_t * h_{t-1} + drive_t
             h = states[:, t].addcmul_(decay[:, t], h)                    # (B, d_inner, N)
         y = (states @ C.unsqueeze(-1)).squeeze(-1)                      # (B, T, d_inner)
