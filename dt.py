@@ -136,7 +136,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         # Exact (erf) GELU. GPT-2 and the original DT code use the tanh approximation, which
-        # torch 2.13's CPU build was measured to run 2-4x slower (a (100, 60, 256) activation).
+        # torch 2.13's CPU build runs 2.7-3.9x slower (python benchmarks/bench_cpu_ops.py).
         return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
 
 

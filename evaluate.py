@@ -98,8 +98,10 @@ def resolve_mode(mode: str, backbone: str, trained_full: bool) -> str:
 
 def _select_rows(cache, keep):
     """The batch rows `keep` of every tensor in a nested (list / tuple) recurrent cache."""
-    if cache is None or isinstance(cache, torch.Tensor):
-        return cache if cache is None else cache[keep]
+    if cache is None:  # e.g. no action token queued yet
+        return None
+    if isinstance(cache, torch.Tensor):
+        return cache[keep]
     return type(cache)(_select_rows(part, keep) for part in cache)
 
 

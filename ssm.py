@@ -382,9 +382,9 @@ class MambaBlock(nn.Module):
 
         Feeding a few tokens in one call costs about what one token costs (at small batch an op
         costs about its launch overhead, whatever its size), so the DecisionModel feeds a_{t-1},
-        R_t, s_t together: one pass through the layers per env step instead of three."""
-        # At batch 1 an op costs about its launch overhead, so this is written in few ops: weights
-        # go to F.linear directly (no module call), the conv is one batched matrix product.
+        R_t, s_t together: one pass through the layers per env step instead of three. For the
+        same reason the conv is one batched matrix product and the projections skip the module
+        call (F.linear on their weights)."""
         one_token = x.dim() == 2
         if one_token:
             x = x.unsqueeze(1)                                           # (B, 1, d_model)
@@ -397,10 +397,10 @@ class MambaBlock(nn.Module):
         x = taps @ self.conv1d.weight.transpose(1, 2)                    # (B, d_inner, T, 1)
         if self.conv1d.bias is not None:
             x = x + self.conv1d.bias[:, None, None]
-        x = F.silu(x.squeeze(-1).transpose(1, 2)).float()               # (B, T, d_inner)
-        dt, B, C = F.linear(x.to(dtype), self.x_proj.weight).float().split(
-            [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(F.linear(dt, self.dt_proj.weight.float(), self.dt_proj.bias.float()))
+        x = F.silu(x.squeeze(-1).transpose(1, 2))                        # (B, T, d_inner)
+        delta, B, C = (t.float() for t in self._ssm_inputs(x))
+        delta = F.softplus(delta + self.dt_proj.bias.float())           # (B, T, d_inner)
+        x = x.float()
         A = -torch.exp(self.A_log.float())                               # (d_inner, N)
         decay = torch.exp(delta.unsqueeze(-1) * A)                       # (B, T, d_inner, N)
         states = (delta * x).unsqueeze(-1) * B.unsqueeze(2)   # drive Δ B u, (B, T, d_inner, N)

@@ -119,17 +119,15 @@ def main(argv=None):
     rows = []
     for name, model, mode in models:
         # The simulation is timed just before and just after the evaluation and averaged, so
-        # that a change in machine speed (shared CPUs drift) falls on both sides alike.
-        total_steps = cfg.episodes * cfg.max_episode_steps if not cfg.terminate else None
-        sim_before = (time_simulation(cfg.env, cfg.episodes, total_steps, env_kwargs,
-                                      cfg.max_episode_steps) if total_steps else None)
+        # that a change in machine speed (shared CPUs drift) falls on both sides alike. Before
+        # the evaluation its step count is only known when every episode runs to the time limit.
+        sims = [] if cfg.terminate else [time_simulation(
+            cfg.env, cfg.episodes, cfg.episodes * cfg.max_episode_steps, env_kwargs,
+            cfg.max_episode_steps)]
         batched = evaluate(model, cfg.env, episodes=cfg.episodes, mode=mode,
                            context_len=model.config.context_len, **common)
-        sim_after = time_simulation(cfg.env, cfg.episodes, batched["env_steps"], env_kwargs,
-                                    cfg.max_episode_steps)
-        if sim_before is not None and total_steps != batched["env_steps"]:
-            sim_before = None  # not the same number of steps: keep the after-measurement only
-        sims = [x for x in (sim_before, sim_after) if x is not None]
+        sims.append(time_simulation(cfg.env, cfg.episodes, batched["env_steps"], env_kwargs,
+                                    cfg.max_episode_steps))
         sim_s = sum(sims) / len(sims)
         singles = [evaluate(model, cfg.env, episodes=1, seed=10_000 + i, mode=mode,
                             context_len=model.config.context_len, **common)
