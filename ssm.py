@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-SCAN_BACKENDS = ("auto", "triton", "torch", "ref")
+SCAN_BACKENDS = ("auto", "triton", "c", "torch", "ref")
 
 
 class SSMError(ValueError):
@@ -252,25 +252,52 @@ def _triton_scan(u):
     return fn
 
 
+@functools.lru_cache(maxsize=None)
+def _load_c_scan():
+    """Build and load the C kernels (scan_cpu.c) once.
+    Returns (scan function, conv + SiLU function, None) or (None, None, reason)."""
+    import scan_cpu
+    ok, reason = scan_cpu.available()
+    if not ok:
+        return None, None, reason
+    return scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, None
+
+
+def _c_kernels(u):
+    """(scan, conv + SiLU) of the C backend, or a clear error."""
+    if u.is_cuda:
+        raise SSMError("The c scan runs on the CPU; use backend='triton' or 'torch' for CUDA "
+                       "tensors.")
+    scan, conv, reason = _load_c_scan()
+    if scan is None:
+        raise SSMError(f"The c scan is unavailable ({reason}); use backend='torch'.")
+    return scan, conv
+
+
 def _resolve_backend(backend, u):
-    """The backend name to run: the argument, else DM_SCAN_BACKEND, else picked by device."""
+    """The backend name to run: the argument, else DM_SCAN_BACKEND, else picked by device:
+    triton on CUDA when it imports, the C scan on the CPU when it compiles, else torch."""
     if backend in (None, "auto"):
         backend = os.environ.get("DM_SCAN_BACKEND") or "auto"
     if backend not in SCAN_BACKENDS:
         raise SSMError(f"Unknown scan backend {backend!r} (from the argument or DM_SCAN_BACKEND); "
                        f"choose one of {', '.join(SCAN_BACKENDS)}.")
     if backend == "auto":
-        return "triton" if u.is_cuda and _load_triton_scan()[0] is not None else "torch"
+        if u.is_cuda:
+            return "triton" if _load_triton_scan()[0] is not None else "torch"
+        return "c" if _load_c_scan()[0] is not None else "torch"
     return backend
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    backend=None):
     """Selective scan by the fastest available path. backend: None/"auto" (env var
-    DM_SCAN_BACKEND if set, else triton on CUDA when it imports, else torch), "triton",
-    "torch" or "ref"."""
+    DM_SCAN_BACKEND if set, else triton on CUDA when it imports, the C scan on the CPU when a C
+    compiler builds it, else torch), "triton", "c", "torch" or "ref"."""
     name = _resolve_backend(backend, u)
-    fn = {"torch": selective_scan_torch, "ref": selective_scan_ref}.get(name) or _triton_scan(u)
+    fn = {"torch": selective_scan_torch, "ref": selective_scan_ref}.get(name)
+    if fn is None:
+        fn = _triton_scan(u) if name == "triton" else _c_kernels(u)[0]
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
@@ -335,7 +362,10 @@ class MambaBlock(nn.Module):
     def _ssm_inputs(self, x):
         """x (..., d_inner) after conv+SiLU -> (dt before bias (..., d_inner), B, C (..., N))."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return dt @ self.dt_proj.weight.t(), B, C          # dt_proj's bias goes into the scan
+        # dt_proj's bias goes into the scan. The weight is multiplied as a contiguous (rank, D)
+        # copy: its gradient is then dt^T g, a (rank, D) result, which the CPU computes ~8x
+        # faster than the (D, rank) g^T dt that a transposed view's gradient asks for.
+        return dt @ self.dt_proj.weight.t().contiguous(), B, C
 
     def _causal_conv(self, x):
         """conv1d's depthwise causal conv, x (B, L, d_inner) -> (B, L, d_inner), written as
@@ -357,12 +387,16 @@ class MambaBlock(nn.Module):
         """rows: token positions (index or slice) whose outputs are returned (None = all);
         the scan runs over every token either way, only out_proj is spared."""
         x, z = self.in_proj(x).chunk(2, dim=-1)                          # (B, L, d_inner) each
-        x = F.silu(self._causal_conv(x))                                 # (B, L, d_inner)
+        backend = _resolve_backend(self.scan_backend, x)
+        if backend == "c":     # the C path has the conv too: one pass instead of a dozen ops
+            x = _c_kernels(x)[1](x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+        else:
+            x = F.silu(self._causal_conv(x))                             # (B, L, d_inner)
         delta, B, C = self._ssm_inputs(x)
         A = -torch.exp(self.A_log.float())                               # (d_inner, N)
         y = selective_scan(x, delta, A, B, C, self.D.float(), z,
                            delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
-                           backend=self.scan_backend)
+                           backend=backend)
         return self.out_proj(y if rows is None else y[:, rows])         # (B, L or L_rows, d_model)
 
     def init_cache(self, batch, device):

@@ -158,10 +158,15 @@ def _call(backend=None):
     return selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend=backend)
 
 
-def test_dispatch_auto_on_cpu_runs_fast_torch_scan(spies):
+def test_dispatch_auto_on_cpu_runs_c_scan_else_fast_torch_scan(spies, monkeypatch):
+    record_c = lambda *a: spies.append("c") or a[0]                      # noqa: E731
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (record_c, None, None))
     _call()
     _call("auto")
-    assert spies == ["torch", "torch"]
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (None, None, "no C compiler found"))
+    _call()
+    _call("auto")
+    assert spies == ["c", "c", "torch", "torch"]
 
 
 def test_dispatch_forced_backend_and_env_var(spies, monkeypatch):

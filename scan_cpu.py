@@ -1,0 +1,270 @@
+"""The selective scan on the CPU as compiled C loops (scan_cpu.c), with a PyTorch autograd Function.
+
+The fast PyTorch scan in ssm.py is vectorised PyTorch: each of its ~20 elementwise steps writes a
+full (L, B, N, D) tensor, so it runs at memory speed, not arithmetic speed. scan_cpu.c instead
+walks one (batch row, channel) pair at a time with its N states in registers, so only the
+(B, L, D) and (B, L, N) tensors touch memory. It is compiled once per machine with the system C
+compiler (`cc`, found by most Linux and macOS setups) into a cache folder and called through
+ctypes: no build tool, no Python package beyond torch. Where no compiler works, `available()`
+says why and ssm.selective_scan falls back to the PyTorch scan.
+
+Split of work: the C code does the part that needs the loop (the states and the gradient's
+reverse recurrence); PyTorch does the cheap (B, L, D) parts around it (bias + softplus of the step
+sizes, the D skip, the silu(z) gate, and their gradients), as in ssm._SelectiveScanFn. Batch rows
+are shared out among torch.get_num_threads() OpenMP threads.
+
+    python scan_cpu.py      # compile, check against the reference scan, time one call
+
+References (ideas, credited in one line each):
+  Gu & Dao 2023, "Mamba": the fused scan that keeps the state on chip and recomputes it in the
+  backward pass (their CUDA kernel; this is the same plan for a CPU core and its L1 cache).
+"""
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).with_name("scan_cpu.c")
+# Tried in order; the first that compiles wins. -ffast-math lets the compiler vectorise the sums
+# over n (it may reorder float additions); -march=native lets it use this CPU's widest vectors;
+# -fopenmp runs batch rows in parallel on torch's own OpenMP threads (torch has loaded
+# libgomp.so.1, and the loader reuses a library already loaded under the same name; a second
+# thread pool would fight torch's busy-waiting threads for the cores).
+FLAG_SETS = (
+    ["-O3", "-march=native", "-ffast-math", "-fopenmp"],
+    ["-O3", "-march=native", "-ffast-math"],
+    ["-O3", "-ffast-math"],
+)
+
+
+class ScanCpuError(RuntimeError):
+    """The C scan could not be built or loaded; the message says why and what to do."""
+
+
+def _cache_dir():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(os.environ.get("DM_SCAN_CPU_CACHE") or os.path.join(root, "decision-mamba"))
+
+
+def _machine_key():
+    """-march=native code runs only on CPUs like this one: the cache name includes the CPU."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return f"{sys.platform}-{cpu}-{flags}"
+
+
+class _Args(ctypes.Structure):
+    """scan_cpu.c's ScanArgs: the inputs of one call (pointers, row strides, sizes)."""
+    _fields_ = ([(name, ctypes.c_void_p) for name in ("u", "delta", "delta_bias", "A", "B", "C",
+                                                      "D", "z")]
+                + [(name, ctypes.c_int64) for name in ("su", "sdelta", "sb", "sc", "sz")]
+                + [(name, ctypes.c_int) for name in ("L", "Dch", "N", "softplus")])
+
+
+class _Grads(ctypes.Structure):
+    """scan_cpu.c's ScanGrads: where the backward writes."""
+    _fields_ = [(name, ctypes.c_void_p) for name in ("g_u", "g_delta", "g_z", "g_B", "g_C",
+                                                     "g_A_rows", "g_D_rows", "g_bias_rows")]
+
+
+@functools.lru_cache(maxsize=None)
+def _load():
+    """Compile scan_cpu.c (once per source, compiler, flags and machine) and load it.
+    Returns (library, None) or (None, reason)."""
+    wanted = os.environ.get("CC")
+    compiler = shutil.which(wanted) if wanted else (shutil.which("cc") or shutil.which("gcc"))
+    if compiler is None:
+        return None, (f"the compiler CC={wanted} was not found" if wanted else
+                      "no C compiler found (install gcc or clang, or set CC)")
+    source = SOURCE.read_bytes()
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(source + " ".join([compiler, *flags, _machine_key()]).encode())
+        target = _cache_dir() / f"scan_cpu-{key.hexdigest()[:16]}.so"
+        if not target.exists():
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                    built = Path(tmp) / target.name
+                    cmd = [compiler, "-shared", "-fPIC", "-o", str(built), str(SOURCE), *flags]
+                    result = subprocess.run(cmd, capture_output=True, text=True)
+                    if result.returncode != 0:
+                        errors.append(f"`{' '.join(cmd)}` failed: {result.stderr.strip()[-300:]}")
+                        continue
+                    os.replace(built, target)  # atomic: a parallel process never sees half a file
+            except OSError as e:
+                errors.append(f"cannot write the build cache {target.parent} ({e}); set "
+                              "DM_SCAN_CPU_CACHE to a writable folder")
+                continue
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError as e:
+            errors.append(str(e))
+            continue
+        ptr, i32 = ctypes.c_void_p, ctypes.c_int
+        lib.scan_forward.argtypes = [ctypes.POINTER(_Args), ptr, ptr, i32, i32]
+        lib.scan_backward.argtypes = [ctypes.POINTER(_Args), ptr, ctypes.POINTER(_Grads), ptr,
+                                      i32, i32]
+        lib.scan_forward.restype = lib.scan_backward.restype = None
+        i64 = ctypes.c_int64
+        lib.conv_forward.argtypes = [ptr, i64, ptr, ptr, ptr] + [i32] * 5
+        lib.conv_backward.argtypes = [ptr, i64] + [ptr] * 7 + [i32] * 5
+        lib.conv_forward.restype = lib.conv_backward.restype = None
+        return lib, None
+    return None, "; ".join(errors)
+
+
+def available():
+    """(True, None) if the C scan builds and loads here, else (False, the reason)."""
+    lib, reason = _load()
+    return lib is not None, reason
+
+
+def _lib():
+    lib, reason = _load()
+    if lib is None:
+        raise ScanCpuError(f"The C scan is unavailable: {reason}. Use the PyTorch scan "
+                           "(backend='torch' or DM_SCAN_BACKEND=torch).")
+    return lib
+
+
+def _threads(batch):
+    return max(1, min(torch.get_num_threads(), batch))
+
+
+def _rows(x):
+    """x as fp32 (B, L, X) rows: (tensor, row stride). Views whose rows are evenly spaced, like
+    the halves of in_proj's output, are used in place; anything else is copied once."""
+    if x.dtype != torch.float32:
+        x = x.float()
+    b, l, w = x.shape
+    s = x.stride()
+    if s[2] != 1 or s[0] != l * s[1] or s[1] < w:
+        x = x.contiguous()
+        s = x.stride()
+    return x, s[1]
+
+
+def _ptr(x):
+    return None if x is None else x.data_ptr()
+
+
+def _vector(x):
+    return None if x is None else x.detach().float().contiguous()
+
+
+class _SelectiveScanCpu(torch.autograd.Function):
+    """The whole of selective_scan_ref (softplus, scan, D skip, silu(z) gate) in scan_cpu.c."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        batch, length, channels = u.shape
+        d_state = A.shape[1]
+        if d_state > 64:
+            raise ScanCpuError(f"The C scan supports d_state <= 64 (got {d_state}); use "
+                               "backend='torch'.")
+        (u32, su), (delta32, sdelta), (B32, sb), (C32, sc) = map(_rows, (u, delta, B, C))
+        z32, sz = _rows(z) if z is not None else (None, 0)
+        A32, D32, bias32 = A.detach().float().contiguous(), _vector(D), _vector(delta_bias)
+        zeros = u32.new_zeros(channels)                  # stands in for a missing D or bias
+        args = _Args(u32.data_ptr(), delta32.data_ptr(), _ptr(bias32 if bias32 is not None
+                                                              else zeros),
+                     A32.data_ptr(), B32.data_ptr(), C32.data_ptr(),
+                     _ptr(D32 if D32 is not None else zeros), _ptr(z32),
+                     su, sdelta, sb, sc, sz, length, channels, d_state, int(delta_softplus))
+        out = u32.new_empty(batch, length, channels)
+        threads = _threads(batch)
+        scratch = u32.new_empty(threads, length * channels)
+        _lib().scan_forward(ctypes.byref(args), out.data_ptr(), scratch.data_ptr(), batch, threads)
+        ctx.args = args                                  # pointers into the saved tensors
+        ctx.dtypes = [x.dtype if x is not None else None
+                      for x in (u, delta, A, B, C, D, z, delta_bias)]
+        ctx.save_for_backward(u32, delta32, A32, B32, C32, D32, z32, bias32, zeros)
+        return out.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, g_out):
+        u32, delta32, A32, B32, C32, D32, z32, bias32, _ = ctx.saved_tensors  # keeps args valid
+        args = ctx.args
+        batch, length, channels, d_state = u32.shape[0], args.L, args.Dch, args.N
+        g_out = g_out.float().contiguous()
+        g_u, g_delta = u32.new_empty(batch, length, channels), u32.new_empty(batch, length, channels)
+        g_z = u32.new_empty(batch, length, channels) if z32 is not None else None
+        g_B, g_C = u32.new_zeros(batch, length, d_state), u32.new_zeros(batch, length, d_state)
+        g_A_rows = u32.new_empty(batch, channels, d_state)
+        g_D_rows, g_bias_rows = u32.new_empty(batch, channels), u32.new_empty(batch, channels)
+        grads = _Grads(*map(_ptr, (g_u, g_delta, g_z, g_B, g_C, g_A_rows, g_D_rows, g_bias_rows)))
+        threads = _threads(batch)
+        scratch = u32.new_empty(threads, 3 * length * channels + 2 * length * d_state)
+        _lib().scan_backward(ctypes.byref(args), g_out.data_ptr(), ctypes.byref(grads),
+                             scratch.data_ptr(), batch, threads)
+        g_D = g_D_rows.sum(0) if D32 is not None else None
+        g_bias = g_bias_rows.sum(0) if bias32 is not None else None
+        out = (g_u, g_delta, g_A_rows.sum(0), g_B, g_C, g_D, g_z, g_bias)
+        return (*(None if g is None else g.to(dt) for g, dt in zip(out, ctx.dtypes)), None)
+
+
+class _CausalConvSiluCpu(torch.autograd.Function):
+    """silu(causal depthwise conv1d(x) + bias) in scan_cpu.c; x (B, L, D), weight (D, K)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        batch, length, channels = x.shape
+        x32, sx = _rows(x)
+        w_t = weight.detach().float().t().contiguous()               # (K, D)
+        bias32 = _vector(bias) if bias is not None else x32.new_zeros(channels)
+        out = x32.new_empty(batch, length, channels)
+        _lib().conv_forward(x32.data_ptr(), sx, w_t.data_ptr(), bias32.data_ptr(), out.data_ptr(),
+                            batch, length, channels, w_t.shape[0], _threads(batch))
+        ctx.sx, ctx.has_bias, ctx.dtypes = sx, bias is not None, (x.dtype, weight.dtype)
+        ctx.save_for_backward(x32, w_t, bias32)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g_out):
+        x32, w_t, bias32 = ctx.saved_tensors
+        batch, length, channels = x32.shape
+        kernel = w_t.shape[0]
+        g_out = g_out.float().contiguous()
+        g_x = x32.new_empty(batch, length, channels)
+        g_w_rows, g_bias_rows = x32.new_empty(batch, kernel, channels), x32.new_empty(batch, channels)
+        threads = _threads(batch)
+        scratch = x32.new_empty(threads, length * channels)
+        _lib().conv_backward(x32.data_ptr(), ctx.sx, w_t.data_ptr(), bias32.data_ptr(),
+                             g_out.data_ptr(), g_x.data_ptr(), g_w_rows.data_ptr(),
+                             g_bias_rows.data_ptr(), scratch.data_ptr(), batch, length, channels,
+                             kernel, threads)
+        g_w = g_w_rows.sum(0).t().to(ctx.dtypes[1])                  # (D, K)
+        g_bias = g_bias_rows.sum(0).to(ctx.dtypes[1]) if ctx.has_bias else None
+        return g_x.to(ctx.dtypes[0]), g_w, g_bias
+
+
+def causal_conv_silu_cpu(x, weight, bias=None):
+    """silu(conv(x)) for Mamba's causal depthwise conv, channels last: x (B, L, D), weight
+    (D, K) (nn.Conv1d's (D, 1, K) squeezed), bias (D,) or None. out_t = silu(bias +
+    sum_k weight[:, k] * x_{t-(K-1)+k}), zeros before t = 0. CPU tensors, fp32 maths."""
+    _lib()
+    return _CausalConvSiluCpu.apply(x, weight, bias)
+
+
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The selective scan through scan_cpu.c (same signature and semantics as
+    ssm.selective_scan_ref). CPU tensors; computes in fp32, returns u's dtype."""
+    if u.is_cuda:
+        raise ScanCpuError("selective_scan_cpu takes CPU tensors; on CUDA use the triton or "
+                           "torch backend.")
+    _lib()
+    return _SelectiveScanCpu.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
