@@ -1,6 +1,8 @@
 """CPU benchmark of the two DecisionModels at their default sizes, in one process.
 
-1. Training step (forward + backward + AdamW step), batch 64, K = 20: DT vs Decision Mamba.
+1. Training step (forward + backward + AdamW step), batch 64, K = 20: DT vs Decision Mamba on
+   the default CPU scan backend (the C kernels of scan_cpu.c where they build) and, alongside,
+   on the PyTorch scan (DM_SCAN_BACKEND=torch picks that one as the default instead).
 2. Inference cost per env step at batch 1 (and a vectorised batch): the DT re-encodes its
    20-step window (60 tokens) for every action; the Mamba feeds R_t, s_t (-> action) and then
    a_t to its recurrent cache. Both are timed at episode positions t = 20 and t = 1000 to show
@@ -26,6 +28,7 @@ import torch
 # `profile`, which torch.optim imports (via torch._dynamo and cProfile).
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from dt import DecisionConfig, DecisionModel, count_parameters  # noqa: E402
+from ssm import MambaBlock, _resolve_backend  # noqa: E402
 
 
 @dataclass
@@ -71,10 +74,14 @@ def ms(times):
             f"cpu {times['cpu'] * 1e3:.2f})")
 
 
-def make_model(cfg, backbone):
+def make_model(cfg, backbone, scan_backend=None):
     torch.manual_seed(cfg.seed)
-    return DecisionModel(DecisionConfig(state_dim=cfg.state_dim, act_dim=cfg.act_dim,
-                                        backbone=backbone, context_len=cfg.context_len))
+    model = DecisionModel(DecisionConfig(state_dim=cfg.state_dim, act_dim=cfg.act_dim,
+                                         backbone=backbone, context_len=cfg.context_len))
+    for module in model.modules():
+        if isinstance(module, MambaBlock):
+            module.scan_backend = scan_backend
+    return model
 
 
 def random_window(cfg, batch, t0=0):
@@ -86,9 +93,9 @@ def random_window(cfg, batch, t0=0):
                 mask=torch.ones(B, K))
 
 
-def train_step_fn(cfg, backbone):
+def train_step_fn(cfg, backbone, scan_backend=None):
     """One training step: forward + backward + AdamW step, batch cfg.batch, K steps."""
-    model = make_model(cfg, backbone).train()
+    model = make_model(cfg, backbone, scan_backend).train()
     optimizer = torch.optim.AdamW(model.optim_groups(0.1), lr=1e-4)
     inputs = random_window(cfg, cfg.batch)
 
@@ -146,14 +153,23 @@ def main():
           f"Mamba {counts['mamba']:,} (ratio {counts['mamba'] / counts['gpt']:.3f})")
 
     train = {}
+    default = _resolve_backend(None, torch.zeros(1))    # what train.py runs: "c" where it builds
+    print(f"Mamba scan backend by default here: {default}")
     if cfg.train_repeats:
-        train = interleaved_times({b: train_step_fn(cfg, b) for b in ("gpt", "mamba")},
-                                  cfg.train_repeats, cfg.warmup)
-        ratio = {k: train["mamba"][k] / train["gpt"][k] for k in ("wall", "cpu")}
+        # "mamba" runs the default backend; the PyTorch scan is timed alongside when it is not
+        # the default, so that both CPU paths are measured against the same DT steps.
+        cases = {"gpt": train_step_fn(cfg, "gpt"), "mamba": train_step_fn(cfg, "mamba")}
+        if default != "torch":
+            cases["mamba_torch_scan"] = train_step_fn(cfg, "mamba", "torch")
+        train = interleaved_times(cases, cfg.train_repeats, cfg.warmup)
         print(f"training step (fwd+bwd+AdamW, batch {cfg.batch}, K {cfg.context_len}), "
               f"wall median (min, CPU-time median) of {cfg.train_repeats}, interleaved:")
-        print(f"  DT {ms(train['gpt'])} | Mamba {ms(train['mamba'])} | Mamba / DT "
-              f"{ratio['wall']:.2f}x wall, {ratio['cpu']:.2f}x cpu")
+        print(f"  DT {ms(train['gpt'])}")
+        for name in [n for n in cases if n != "gpt"]:
+            label = "Mamba (torch scan)" if name == "mamba_torch_scan" else f"Mamba ({default})"
+            ratio = {k: train[name][k] / train["gpt"][k] for k in ("wall", "cpu")}
+            print(f"  {label} {ms(train[name])} | Mamba / DT {ratio['wall']:.2f}x wall, "
+                  f"{ratio['cpu']:.2f}x cpu")
 
     infer = {}
     for batch in (int(b) for b in cfg.infer_batches.split(",")):
@@ -174,7 +190,8 @@ def main():
 
     if cfg.out:
         results = dict(config=asdict(cfg), torch=torch.__version__,
-                       threads=torch.get_num_threads(), parameters=counts, train_step_s=train,
+                       threads=torch.get_num_threads(), scan_backend=default,
+                       parameters=counts, train_step_s=train,
                        inference_step_s=infer)
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(results, indent=2))

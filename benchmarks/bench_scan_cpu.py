@@ -1,15 +1,18 @@
 """CPU benchmark of the selective scan: autograd through the reference loop vs. the fast PyTorch
-scan (hand-written backward), forward only and forward + backward, at the shape the Decision
-Mamba trains with (batch 64, K = 20 -> L = 60 tokens, d_inner 256, N 16).
+scan (hand-written backward) vs. the C scan (scan_cpu.c, if a C compiler built it), forward only
+and forward + backward, at the shape the Decision Mamba trains with (batch 64, K = 20 -> L = 60
+tokens, d_inner 256, N 16).
 
 Run:  .venv/bin/python benchmarks/bench_scan_cpu.py [--threads 1] [--precomputed_ref] [--out F]
 Prints, per path, the median wall time and the median CPU time of this process (on a shared
-machine the CPU time is the steadier number), the speed-ups, the load average and versions.
+machine the CPU time is the steadier number), each path's speed-up over the reference loop, the
+load average and versions. The paths are timed round-robin (one call of each in turn), so that
+load from other processes falls on all of them alike.
 
---precomputed_ref adds a third path: the official Mamba repository's reference layout, where
-exp(Δ A) and Δ B u are computed for all steps first and the loop indexes them; autograd through
-that indexing is much slower (each step's slice gets a full-size gradient), so it shows what
-"autograd through a Python loop" can cost when the loop is written that way.
+--precomputed_ref adds the official Mamba repository's reference layout, where exp(Δ A) and
+Δ B u are computed for all steps first and the loop indexes them; autograd through that indexing
+is much slower (each step's slice gets a full-size gradient), so it shows what "autograd through
+a Python loop" can cost when the loop is written that way.
 """
 import argparse
 import json
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import scan_cpu  # noqa: E402
 from ssm import selective_scan_ref, selective_scan_torch  # noqa: E402
 
 
@@ -68,8 +72,8 @@ def make_inputs(cfg):
                 B=r(b, l, n), C=r(b, l, n), D=r(d), z=r(b, l, d), delta_bias=r(d) * 0.3)
 
 
-def bench(scan, inputs, cfg, backward, repeats):
-    """Median (wall seconds, process CPU seconds) of one scan call (+ backward)."""
+def make_call(scan, inputs, cfg, backward):
+    """One scan call (+ backward) on fresh leaf copies of the inputs."""
     leaves = {k: v.clone().requires_grad_(backward) for k, v in inputs.items()}
     grad_out = torch.randn(cfg.batch, cfg.length, cfg.channels)
 
@@ -78,16 +82,26 @@ def bench(scan, inputs, cfg, backward, repeats):
             y = scan(**leaves, delta_softplus=True)
             if backward:
                 y.backward(grad_out)
+    return run
 
-    for _ in range(cfg.warmup):
-        run()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
-        run()
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
+
+def bench(paths, inputs, cfg, backward):
+    """{name: (median wall s, median process CPU s)} of one call of each path, timed
+    round-robin; paths: {name: (scan, repeats)} (slow paths may ask for fewer repeats)."""
+    calls = {name: make_call(scan, inputs, cfg, backward) for name, (scan, _) in paths.items()}
+    for run in calls.values():
+        for _ in range(cfg.warmup):
+            run()
+    walls, cpus = ({name: [] for name in paths} for _ in range(2))
+    for i in range(max(repeats for _, repeats in paths.values())):
+        for name, run in calls.items():
+            if i < paths[name][1]:
+                w, c = time.perf_counter(), time.process_time()
+                run()
+                walls[name].append(time.perf_counter() - w)
+                cpus[name].append(time.process_time() - c)
+    return {name: (statistics.median(walls[name]), statistics.median(cpus[name]))
+            for name in paths}
 
 
 def main():
@@ -108,18 +122,24 @@ def main():
     print(", ".join(f"{k} {v}" for k, v in info.items()))
     print(f"shape: batch {cfg.batch}, L {cfg.length}, D {cfg.channels}, N {cfg.d_state}; "
           f"median of {cfg.repeats} after {cfg.warmup} warm-up; times in ms as wall / CPU")
-    paths = {"reference loop (autograd)": (selective_scan_ref, cfg.repeats),
-             "fast scan": (selective_scan_torch, cfg.repeats)}
+    reference = "reference loop (autograd)"
+    paths = {reference: (selective_scan_ref, cfg.repeats),
+             "fast PyTorch scan": (selective_scan_torch, cfg.repeats)}
+    built, why_not = scan_cpu.available()
+    if built:
+        paths["C scan (scan_cpu.c)"] = (scan_cpu.selective_scan_cpu, cfg.repeats)
+    else:
+        print(f"C scan not timed: {why_not}")
     if cfg.precomputed_ref:
         paths["precomputed-layout loop (autograd)"] = (scan_ref_precomputed, 3)
     results = {}
     for mode, backward in (("forward", False), ("forward+backward", True)):
-        results[mode] = {name: bench(fn, inputs, cfg, backward, repeats)
-                         for name, (fn, repeats) in paths.items()}
-        fast_wall, fast_cpu = results[mode]["fast scan"]
+        results[mode] = bench(paths, inputs, cfg, backward)
+        ref_wall, ref_cpu = results[mode][reference]
         for name, (wall, cpu) in results[mode].items():
-            ratio = "" if name == "fast scan" else (f"   fast scan {wall / fast_wall:5.1f}x "
-                                                    f"(wall) / {cpu / fast_cpu:5.1f}x (CPU) faster")
+            ratio = "" if name == reference else (f"   speed-up over the reference "
+                                                  f"{ref_wall / wall:5.1f}x (wall) / "
+                                                  f"{ref_cpu / cpu:5.1f}x (CPU)")
             print(f"{mode:>17} | {name:<35} {wall * 1e3:8.1f} / {cpu * 1e3:8.1f}{ratio}")
     info["load_average_after"] = os.getloadavg()
     if cfg.out:
