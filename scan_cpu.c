@@ -358,3 +358,84 @@ void conv_backward(const float *x, int64_t sx, const float *w, const float *bias
         }
     }
 }
+
+/* ----- the recurrent step of a whole Mamba block's middle, for inference ----------------- */
+
+/* At batch 1 an op costs its launch overhead whatever its size, and the block's middle is some
+   twenty small ops per token; here it is one call. For each batch row and each of T new tokens
+   (xz: in_proj's output, (B, T, 2 Dch) contiguous, x then z):
+     x      = silu(conv1d over the last K inputs: conv_in's K-1 and the new ones)
+     dt, B, C = x_proj x (R, N, N)      delta = softplus(dt_proj dt + dt_bias)
+     h      = exp(delta A) h + delta x B       y = (<h, C> + D x) * silu(z)
+   Caches in, (B, Dch, K-1) and (B, Dch, N), are read only; the new ones are written to the
+   *_out arrays; y (B, T, Dch). Weights: conv_w (Dch, K), conv_b, dt_bias, D (Dch), x_proj
+   (R + 2N, Dch), dt_proj (Dch, R), A_log (Dch, N) with A = -exp(A_log). */
+typedef struct {
+    const float *conv_w, *conv_b, *x_proj, *dt_proj, *dt_bias, *A_log, *D;
+    int Dch, N, R, K;
+} StepArgs;
+
+static inline float dot(const float *restrict a, const float *restrict b, int n) {
+    float acc = 0.f;
+    for (int i = 0; i < n; i++)
+        acc += a[i] * b[i];
+    return acc;
+}
+
+static void step_row(const StepArgs *p, const float *restrict xz, const float *restrict conv_in,
+                     const float *restrict h_in, float *restrict y, float *restrict conv_out,
+                     float *restrict h, float *restrict scratch, int T) {
+    const int Dch = p->Dch, N = p->N, R = p->R, K = p->K;
+    float *x = scratch, *proj = x + (size_t)T * Dch, *delta = proj + R + 2 * N;
+    for (int d = 0; d < Dch; d++) {                 /* conv + silu of every new token */
+        const float *w = p->conv_w + (size_t)d * K, *past = conv_in + (size_t)d * (K - 1);
+        for (int t = 0; t < T; t++) {
+            float acc = p->conv_b[d];
+            for (int k = 0; k < K; k++) {           /* input t - (K-1) + k of the window */
+                const int s = t - (K - 1) + k;
+                acc += w[k] * (s < 0 ? past[K - 1 + s] : xz[(size_t)s * 2 * Dch + d]);
+            }
+            x[(size_t)t * Dch + d] = acc * sigmoid(acc);
+        }
+        for (int k = 0; k < K - 1; k++) {           /* the window's last K-1 inputs */
+            const int s = T - (K - 1) + k;
+            conv_out[(size_t)d * (K - 1) + k] = s < 0 ? past[K - 1 + s] : xz[(size_t)s * 2 * Dch + d];
+        }
+    }
+    for (size_t i = 0; i < (size_t)Dch * N; i++)
+        h[i] = h_in[i];
+    for (int t = 0; t < T; t++) {
+        const float *x_t = x + (size_t)t * Dch, *z_t = xz + (size_t)t * 2 * Dch + Dch;
+        for (int j = 0; j < R + 2 * N; j++)         /* x_proj: dt (R), B (N), C (N) */
+            proj[j] = dot(p->x_proj + (size_t)j * Dch, x_t, Dch);
+        const float *B = proj + R, *C = proj + R + N;
+        for (int d = 0; d < Dch; d++)
+            delta[d] = softplus(dot(p->dt_proj + (size_t)d * R, proj, R) + p->dt_bias[d]);
+        for (int d = 0; d < Dch; d++) {
+            float *h_d = h + (size_t)d * N;
+            const float *a_log = p->A_log + (size_t)d * N;
+            const float step = delta[d], drive = step * x_t[d];
+            float acc = 0.f;
+            for (int n = 0; n < N; n++) {
+                h_d[n] = exp_approx(-step * exp_approx(a_log[n])) * h_d[n] + drive * B[n];
+                acc += h_d[n] * C[n];
+            }
+            const float v = acc + p->D[d] * x_t[d];
+            y[(size_t)t * Dch + d] = v * z_t[d] * sigmoid(z_t[d]);
+        }
+    }
+}
+
+/* scratch: T Dch + R + 2N + Dch floats per thread. */
+void block_step(const StepArgs *p, const float *xz, const float *conv_in, const float *h_in,
+                float *y, float *conv_out, float *h_out, float *scratch, int batch, int T,
+                int threads) {
+    const int Dch = p->Dch, N = p->N, K = p->K;
+    const size_t per_thread = (size_t)T * Dch + p->R + 2 * (size_t)N + Dch;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int b = 0; b < batch; b++)
+        step_row(p, xz + (size_t)b * T * 2 * Dch, conv_in + (size_t)b * Dch * (K - 1),
+                 h_in + (size_t)b * Dch * N, y + (size_t)b * T * Dch,
+                 conv_out + (size_t)b * Dch * (K - 1), h_out + (size_t)b * Dch * N,
+                 scratch + (size_t)THREAD_ID * per_thread, T);
+}

@@ -80,6 +80,13 @@ class _Grads(ctypes.Structure):
                                                      "g_A_rows", "g_D_rows", "g_bias_rows")]
 
 
+class _StepArgs(ctypes.Structure):
+    """scan_cpu.c's StepArgs: the weights of one Mamba block's recurrent step."""
+    _fields_ = ([(name, ctypes.c_void_p) for name in ("conv_w", "conv_b", "x_proj", "dt_proj",
+                                                      "dt_bias", "A_log", "D")]
+                + [(name, ctypes.c_int) for name in ("Dch", "N", "R", "K")])
+
+
 @functools.lru_cache(maxsize=None)
 def _load():
     """Compile scan_cpu.c (once per source, compiler, flags and machine) and load it.
@@ -123,6 +130,8 @@ def _load():
         lib.conv_forward.argtypes = [ptr, i64, ptr, ptr, ptr] + [i32] * 5
         lib.conv_backward.argtypes = [ptr, i64] + [ptr] * 7 + [i32] * 5
         lib.conv_forward.restype = lib.conv_backward.restype = None
+        lib.block_step.argtypes = [ctypes.POINTER(_StepArgs)] + [ptr] * 7 + [i32] * 3
+        lib.block_step.restype = None
         return lib, None
     return None, "; ".join(errors)
 
@@ -258,6 +267,33 @@ def causal_conv_silu_cpu(x, weight, bias=None):
     sum_k weight[:, k] * x_{t-(K-1)+k}), zeros before t = 0. CPU tensors, fp32 maths."""
     _lib()
     return _CausalConvSiluCpu.apply(x, weight, bias)
+
+
+def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_weight,
+                   dt_proj_weight, dt_proj_bias, A_log, D):
+    """The middle of MambaBlock.step in one C call, for inference (no autograd), fp32 CPU
+    tensors: xz (B, T, 2 D) is in_proj's output for T new tokens; conv_state (B, D, K-1) and
+    ssm_state (B, D, N) the cache, left untouched. Returns y (B, T, D), gated, before out_proj,
+    and the new (conv_state, ssm_state)."""
+    batch, tokens, _ = xz.shape
+    channels, kernel = conv_weight.shape[0], conv_weight.shape[-1]
+    d_state, rank = A_log.shape[1], dt_proj_weight.shape[1]
+    weights = [w.contiguous() for w in (conv_weight, x_proj_weight, dt_proj_weight, dt_proj_bias,
+                                        A_log, D)]
+    conv_bias = conv_bias.contiguous() if conv_bias is not None else xz.new_zeros(channels)
+    conv_w, x_proj_w, dt_proj_w, dt_bias, a_log, skip = weights
+    args = _StepArgs(conv_w.data_ptr(), conv_bias.data_ptr(), x_proj_w.data_ptr(),
+                     dt_proj_w.data_ptr(), dt_bias.data_ptr(), a_log.data_ptr(), skip.data_ptr(),
+                     channels, d_state, rank, kernel)
+    xz, conv_in, h_in = xz.contiguous(), conv_state.contiguous(), ssm_state.contiguous()
+    y = xz.new_empty(batch, tokens, channels)
+    conv_out, h_out = torch.empty_like(conv_in), torch.empty_like(h_in)
+    threads = _threads(batch)
+    scratch = xz.new_empty(threads, tokens * channels + rank + 2 * d_state + channels)
+    _lib().block_step(ctypes.byref(args), xz.data_ptr(), conv_in.data_ptr(), h_in.data_ptr(),
+                      y.data_ptr(), conv_out.data_ptr(), h_out.data_ptr(), scratch.data_ptr(),
+                      batch, tokens, threads)
+    return y, (conv_out, h_out)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):

@@ -255,23 +255,23 @@ def _triton_scan(u):
 @functools.lru_cache(maxsize=None)
 def _load_c_scan():
     """Build and load the C kernels (scan_cpu.c) once.
-    Returns (scan function, conv + SiLU function, None) or (None, None, reason)."""
+    Returns (scan, conv + SiLU, recurrent step, None) or (None, None, None, reason)."""
     import scan_cpu
     ok, reason = scan_cpu.available()
     if not ok:
-        return None, None, reason
-    return scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, None
+        return None, None, None, reason
+    return scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, scan_cpu.mamba_step_cpu, None
 
 
 def _c_kernels(u):
-    """(scan, conv + SiLU) of the C backend, or a clear error."""
+    """(scan, conv + SiLU, recurrent step) of the C backend, or a clear error."""
     if u.is_cuda:
         raise SSMError("The c scan runs on the CPU; use backend='triton' or 'torch' for CUDA "
                        "tensors.")
-    scan, conv, reason = _load_c_scan()
+    scan, conv, step, reason = _load_c_scan()
     if scan is None:
         raise SSMError(f"The c scan is unavailable ({reason}); use backend='torch'.")
-    return scan, conv
+    return scan, conv, step
 
 
 def _resolve_backend(backend, u):
@@ -399,6 +399,14 @@ class MambaBlock(nn.Module):
                            backend=backend)
         return self.out_proj(y if rows is None else y[:, rows])         # (B, L or L_rows, d_model)
 
+    def _c_step_applies(self, xz):
+        """The C step serves inference on the CPU in fp32 with the C backend; anything else
+        (a GPU, bf16 weights, gradients wanted) runs the PyTorch step."""
+        if xz.is_cuda or xz.dtype != torch.float32 or (torch.is_grad_enabled()
+                                                       and xz.requires_grad):
+            return False
+        return _resolve_backend(self.scan_backend, xz) == "c"
+
     def init_cache(self, batch, device):
         """Empty recurrent state: (conv, ssm). conv (B, d_inner, d_conv-1) holds the last
         d_conv-1 conv inputs (the reference keeps d_conv slots and shifts before use; keeping
@@ -425,6 +433,12 @@ class MambaBlock(nn.Module):
         conv_state, h = cache                              # (B, d_inner, d_conv-1), (B, d_inner, N)
         tokens, dtype = x.shape[1], x.dtype
         xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)        # (B, T, 2 * d_inner)
+        if self._c_step_applies(xz):   # the same maths as below, in one C call (scan_cpu.c)
+            y, cache = _c_kernels(x)[2](xz, conv_state, h, self.conv1d.weight.squeeze(1),
+                                        self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                                        self.dt_proj.bias, self.A_log, self.D)
+            y = F.linear(y, self.out_proj.weight, self.out_proj.bias)    # (B, T, d_model)
+            return (y.squeeze(1) if one_token else y), cache
         x, z = xz.chunk(2, dim=-1)                                       # (B, T, d_inner) each
         window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)     # (B, d_inner, d_conv-1+T)
         taps = window.unfold(-1, self.d_conv, 1)                        # (B, d_inner, T, d_conv)

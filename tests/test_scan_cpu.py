@@ -169,3 +169,40 @@ def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(mon
     finally:
         scan_cpu._load.cache_clear()
         ssm._load_c_scan.cache_clear()
+
+
+@needs_c
+@pytest.mark.parametrize("batch, chunks", [(1, (1,) * 9), (3, (3, 1, 2, 3))],
+                         ids=["batch1_one_token_at_a_time", "batch3_uneven_chunks"])
+def test_c_recurrent_step_equals_torch_step_and_full_forward(batch, chunks):
+    torch.manual_seed(0)
+    nets = {name: ssm.MambaBackbone(16, n_layer=2, scan_backend=name).eval()
+            for name in ("c", "torch")}
+    nets["torch"].load_state_dict(nets["c"].state_dict())
+    x = torch.randn(batch, sum(chunks), 16)
+    with torch.inference_mode():
+        full = nets["torch"](x)
+        outs = {}
+        for name, net in nets.items():
+            cache, pieces, t = net.init_cache(batch, x.device), [], 0
+            for size in chunks:
+                before = [c.clone() for layer in cache for c in layer]
+                y, new_cache = net.step(x[:, t:t + size], cache)
+                for b, a in zip(before, (c for layer in cache for c in layer), strict=True):
+                    assert torch.equal(a, b)                     # the input cache is untouched
+                pieces.append(y)
+                cache, t = new_cache, t + size
+            outs[name] = torch.cat(pieces, 1)
+    torch.testing.assert_close(outs["c"], outs["torch"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs["c"], full, rtol=1e-5, atol=1e-5)
+
+
+@needs_c
+def test_c_step_is_used_for_inference_only():
+    block = MambaBlock(16, scan_backend="c")
+    xz = torch.randn(1, 1, 64)
+    with torch.inference_mode():
+        assert block._c_step_applies(xz)
+        assert not block._c_step_applies(xz.to(torch.bfloat16))
+    assert not block._c_step_applies(block.in_proj(torch.randn(1, 1, 16)))   # grads wanted
+    assert not MambaBlock(16, scan_backend="torch")._c_step_applies(xz)
