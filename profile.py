@@ -435,9 +435,16 @@ def sweep_train(cfg, device, sync, bar):
     return rows, stops
 
 
+def scan_backends(device):
+    """The scan paths timed on this device: the reference loop, the PyTorch scan, and the
+    compiled one where it runs (the Triton kernel on CUDA, the C kernel on the CPU)."""
+    if device.type == "cuda":
+        return ["ref", "torch"] + (["triton"] if ssm._load_triton_scan()[0] is not None else [])
+    return ["ref", "torch"] + (["c"] if ssm._load_c_scan()[0] is not None else [])
+
+
 def sweep_scan(cfg, device, sync, bar):
-    backends = ["ref", "torch"] + (["triton"] if device.type == "cuda"
-                                   and ssm._load_triton_scan()[0] is not None else [])
+    backends = scan_backends(device)
     rows = []
     for shape in parse_shapes(cfg.scan_shapes):
         for backend in backends:
@@ -514,7 +521,9 @@ def markdown(r):
              f"average {r['load_average']['before']} before / {r['load_average']['after']} "
              "after" + (" (above the threads used: other processes shared the CPU, so timings "
                         "are noisy; the minimum is the least disturbed figure)" if busy else "")
-             + "; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ". Parameters "
+             + "; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ". Mamba "
+             f"scan backend (training and the latency table): {r.get('scan_backend', 'torch')}. "
+             "Parameters "
              f"without the timestep table: DT {r['parameters']['dt']:,}, Mamba "
              f"{r['parameters']['mamba']:,}. " + ("Quick sweep. " if r["quick"] else "") +
              "Times: median (25th-75th percentile) in ms; oom: out of memory (CPU cap "
@@ -648,13 +657,14 @@ def profile(cfg: ProfileConfig) -> dict:
     slug, name = describe_device(device)
     start, load_before = time.time(), load_average()
     total = len(cfg.latency_contexts) * len(cfg.latency_batches) * len(LATENCY_MODES) \
-        + 2 * len(cfg.train_contexts) + len(shapes) * (3 if cuda else 2)
+        + 2 * len(cfg.train_contexts) + len(shapes) * len(scan_backends(device))
     with tqdm(total=total, desc=f"profile on {slug}") as bar:
         latency = sweep_latency(cfg, device, sync, bar)
         train, stops = sweep_train(cfg, device, sync, bar)
         scan = sweep_scan(cfg, device, sync, bar)
     results = dict(
         device=slug, device_name=name, versions=versions(), threads=torch.get_num_threads(),
+        scan_backend=ssm._resolve_backend(None, torch.zeros(1, device=device)),
         quick=cfg.quick, settings=dataclasses.asdict(cfg), date=time.strftime("%Y-%m-%d %H:%M"),
         cores=os.cpu_count(), load_average=dict(before=load_before, after=load_average()),
         command=shlex.join(["python", "profile.py", *sys.argv[1:]]),
