@@ -27,6 +27,7 @@ The recurrence, per channel d and state index n (A is negative, so exp(Δ A) is 
 import functools
 import math
 import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -259,6 +260,8 @@ def _load_c_scan():
     import scan_cpu
     ok, reason = scan_cpu.available()
     if not ok:
+        warnings.warn(f"The C scan for the CPU is unavailable ({reason}); Mamba runs on the "
+                      "PyTorch scan, about 3x slower to train.", stacklevel=2)
         return None, None, None, reason
     return scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, scan_cpu.mamba_step_cpu, None
 

@@ -158,7 +158,8 @@ def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(mon
         ok, reason = scan_cpu.available()
         assert not ok and "no-such-compiler" in reason
         x = scan_inputs(1, 4, 3, 2, torch.float32)
-        assert ssm._resolve_backend(None, x["u"]) == "torch"
+        with pytest.warns(UserWarning, match="no-such-compiler.*PyTorch scan"):   # said once
+            assert ssm._resolve_backend(None, x["u"]) == "torch"
         y = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])   # runs, on torch
         torch.testing.assert_close(y, selective_scan_ref(x["u"], x["delta"], x["A"], x["B"],
                                                          x["C"]))
