@@ -369,9 +369,9 @@ void conv_backward(const float *x, int64_t sx, const float *w, const float *bias
      h      = exp(delta A) h + delta x B       y = (<h, C> + D x) * silu(z)
    Caches in, (B, Dch, K-1) and (B, Dch, N), are read only; the new ones are written to the
    *_out arrays; y (B, T, Dch). Weights: conv_w (Dch, K), conv_b, dt_bias, D (Dch), x_proj
-   (R + 2N, Dch), dt_proj (Dch, R), A_log (Dch, N) with A = -exp(A_log). */
+   (R + 2N, Dch), dt_proj (Dch, R), A (Dch, N) = -exp(A_log). */
 typedef struct {
-    const float *conv_w, *conv_b, *x_proj, *dt_proj, *dt_bias, *A_log, *D;
+    const float *conv_w, *conv_b, *x_proj, *dt_proj, *dt_bias, *A, *D;
     int Dch, N, R, K;
 } StepArgs;
 
@@ -413,11 +413,11 @@ static void step_row(const StepArgs *p, const float *restrict xz, const float *r
             delta[d] = softplus(dot(p->dt_proj + (size_t)d * R, proj, R) + p->dt_bias[d]);
         for (int d = 0; d < Dch; d++) {
             float *h_d = h + (size_t)d * N;
-            const float *a_log = p->A_log + (size_t)d * N;
+            const float *a = p->A + (size_t)d * N;
             const float step = delta[d], drive = step * x_t[d];
             float acc = 0.f;
             for (int n = 0; n < N; n++) {
-                h_d[n] = exp_approx(-step * exp_approx(a_log[n])) * h_d[n] + drive * B[n];
+                h_d[n] = exp_approx(step * a[n]) * h_d[n] + drive * B[n];
                 acc += h_d[n] * C[n];
             }
             const float v = acc + p->D[d] * x_t[d];

@@ -1,19 +1,19 @@
-"""The selective scan on the CPU as compiled C loops (scan_cpu.c), with a PyTorch autograd Function.
+"""The CPU path of the Mamba block in C (scan_cpu.c), loaded through ctypes, with autograd.
 
-The fast PyTorch scan in ssm.py is vectorised PyTorch: each of its ~20 elementwise steps writes a
-full (L, B, N, D) tensor, so it runs at memory speed, not arithmetic speed. scan_cpu.c instead
-walks one (batch row, channel) pair at a time with its N states in registers, so only the
-(B, L, D) and (B, L, N) tensors touch memory. It is compiled once per machine with the system C
-compiler (`cc`, found by most Linux and macOS setups) into a cache folder and called through
-ctypes: no build tool, no Python package beyond torch. Where no compiler works, `available()`
-says why and ssm.selective_scan falls back to the PyTorch scan.
+Three kernels, each one call where eager PyTorch needs a dozen or more ops:
+  selective_scan_cpu     softplus, scan, D skip and silu(z) gate, forward and backward
+  causal_conv_silu_cpu   the block's causal depthwise conv + SiLU, forward and backward
+  mamba_step_cpu         the recurrent step of the block's middle (conv to gate), inference only
 
-Split of work: the C code does the part that needs the loop (the states and the gradient's
-reverse recurrence); PyTorch does the cheap (B, L, D) parts around it (bias + softplus of the step
-sizes, the D skip, the silu(z) gate, and their gradients), as in ssm._SelectiveScanFn. Batch rows
-are shared out among torch.get_num_threads() OpenMP threads.
+Why: the fast PyTorch scan in ssm.py writes each of its ~20 elementwise steps to a full
+(L, B, N, D) tensor, so it runs at memory speed; scan_cpu.c walks one (batch row, channel) pair
+at a time with its N states in registers, so only the (B, L, D) and (B, L, N) tensors touch
+memory. It is compiled once per machine with the system C compiler (`cc`, or $CC) into a cache
+folder: no build tool, no Python package beyond torch. Where no compiler works, `available()`
+says why and ssm falls back to the PyTorch scan. Batch rows are shared out among torch's own
+OpenMP threads (torch.get_num_threads()).
 
-    python scan_cpu.py      # compile, check against the reference scan, time one call
+    python scan_cpu.py      # build (or find) the library, check it against the reference scan
 
 References (ideas, credited in one line each):
   Gu & Dao 2023, "Mamba": the fused scan that keeps the state on chip and recomputes it in the
@@ -44,6 +44,9 @@ FLAG_SETS = (
     ["-O3", "-march=native", "-ffast-math"],
     ["-O3", "-ffast-math"],
 )
+
+
+MAX_D_STATE = 64               # scan_cpu.c's MAX_N: a channel's state is a local array
 
 
 class ScanCpuError(RuntimeError):
@@ -83,7 +86,7 @@ class _Grads(ctypes.Structure):
 class _StepArgs(ctypes.Structure):
     """scan_cpu.c's StepArgs: the weights of one Mamba block's recurrent step."""
     _fields_ = ([(name, ctypes.c_void_p) for name in ("conv_w", "conv_b", "x_proj", "dt_proj",
-                                                      "dt_bias", "A_log", "D")]
+                                                      "dt_bias", "A", "D")]
                 + [(name, ctypes.c_int) for name in ("Dch", "N", "R", "K")])
 
 
@@ -107,14 +110,17 @@ def _load():
                 with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
                     built = Path(tmp) / target.name
                     cmd = [compiler, "-shared", "-fPIC", "-o", str(built), str(SOURCE), *flags]
-                    result = subprocess.run(cmd, capture_output=True, text=True)
+                    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                     if result.returncode != 0:
                         errors.append(f"`{' '.join(cmd)}` failed: {result.stderr.strip()[-300:]}")
                         continue
                     os.replace(built, target)  # atomic: a parallel process never sees half a file
+            except subprocess.TimeoutExpired:
+                errors.append(f"{compiler} took over 5 minutes")
+                continue
             except OSError as e:
-                errors.append(f"cannot write the build cache {target.parent} ({e}); set "
-                              "DM_SCAN_CPU_CACHE to a writable folder")
+                errors.append(f"cannot build into {target.parent} ({e}); set DM_SCAN_CPU_CACHE "
+                              "to a writable folder")
                 continue
         try:
             lib = ctypes.CDLL(str(target))
@@ -132,6 +138,7 @@ def _load():
         lib.conv_forward.restype = lib.conv_backward.restype = None
         lib.block_step.argtypes = [ctypes.POINTER(_StepArgs)] + [ptr] * 7 + [i32] * 3
         lib.block_step.restype = None
+        lib.built_with = (compiler, flags, target)       # what `python scan_cpu.py` reports
         return lib, None
     return None, "; ".join(errors)
 
@@ -182,9 +189,9 @@ class _SelectiveScanCpu(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         batch, length, channels = u.shape
         d_state = A.shape[1]
-        if d_state > 64:
-            raise ScanCpuError(f"The C scan supports d_state <= 64 (got {d_state}); use "
-                               "backend='torch'.")
+        if d_state > MAX_D_STATE:
+            raise ScanCpuError(f"The C scan supports d_state <= {MAX_D_STATE} (got {d_state}); "
+                               "use backend='torch'.")
         (u32, su), (delta32, sdelta), (B32, sb), (C32, sc) = map(_rows, (u, delta, B, C))
         z32, sz = _rows(z) if z is not None else (None, 0)
         A32, D32, bias32 = A.detach().float().contiguous(), _vector(D), _vector(delta_bias)
@@ -279,11 +286,11 @@ def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
     channels, kernel = conv_weight.shape[0], conv_weight.shape[-1]
     d_state, rank = A_log.shape[1], dt_proj_weight.shape[1]
     weights = [w.contiguous() for w in (conv_weight, x_proj_weight, dt_proj_weight, dt_proj_bias,
-                                        A_log, D)]
+                                        -torch.exp(A_log), D)]
     conv_bias = conv_bias.contiguous() if conv_bias is not None else xz.new_zeros(channels)
-    conv_w, x_proj_w, dt_proj_w, dt_bias, a_log, skip = weights
+    conv_w, x_proj_w, dt_proj_w, dt_bias, A, skip = weights
     args = _StepArgs(conv_w.data_ptr(), conv_bias.data_ptr(), x_proj_w.data_ptr(),
-                     dt_proj_w.data_ptr(), dt_bias.data_ptr(), a_log.data_ptr(), skip.data_ptr(),
+                     dt_proj_w.data_ptr(), dt_bias.data_ptr(), A.data_ptr(), skip.data_ptr(),
                      channels, d_state, rank, kernel)
     xz, conv_in, h_in = xz.contiguous(), conv_state.contiguous(), ssm_state.contiguous()
     y = xz.new_empty(batch, tokens, channels)
@@ -304,3 +311,31 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                            "torch backend.")
     _lib()
     return _SelectiveScanCpu.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+if __name__ == "__main__":
+    # Smoke check: build, then one forward + backward against the reference loop in ssm.py.
+    from ssm import selective_scan_ref
+    lib, reason = _load()
+    if lib is None:
+        sys.exit(f"The C kernels did not build: {reason}")
+    compiler, flags, target = lib.built_with
+    print(f"built with {compiler} {' '.join(flags)}\n  -> {target}")
+    g = torch.Generator().manual_seed(0)
+    b, l, d, n = 4, 50, 32, 16
+    inputs = dict(u=torch.randn(b, l, d, generator=g), delta=torch.randn(b, l, d, generator=g),
+                  A=-torch.rand(d, n, generator=g) - 0.1, B=torch.randn(b, l, n, generator=g),
+                  C=torch.randn(b, l, n, generator=g), D=torch.randn(d, generator=g),
+                  z=torch.randn(b, l, d, generator=g), delta_bias=torch.randn(d, generator=g))
+    grad_out = torch.randn(b, l, d, generator=g)
+    results = []
+    for scan in (selective_scan_cpu, selective_scan_ref):
+        leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+        y = scan(**leaves, delta_softplus=True)
+        y.backward(grad_out)
+        results.append([y.detach()] + [leaves[k].grad for k in inputs])
+    worst = max(((c - r).abs().max() / r.abs().max().clamp(min=1)).item()
+                for c, r in zip(*results))
+    print(f"largest relative difference from selective_scan_ref (output and 8 gradients): "
+          f"{worst:.1e}")
+    sys.exit(0 if worst < 1e-4 else 1)

@@ -277,9 +277,10 @@ def _c_kernels(u):
     return scan, conv, step
 
 
-def _resolve_backend(backend, u):
+def _resolve_backend(backend, u, d_state=None):
     """The backend name to run: the argument, else DM_SCAN_BACKEND, else picked by device:
-    triton on CUDA when it imports, the C scan on the CPU when it compiles, else torch."""
+    triton on CUDA when it imports, the C scan on the CPU when it compiles (and d_state is within
+    its limit), else torch."""
     if backend in (None, "auto"):
         backend = os.environ.get("DM_SCAN_BACKEND") or "auto"
     if backend not in SCAN_BACKENDS:
@@ -288,7 +289,9 @@ def _resolve_backend(backend, u):
     if backend == "auto":
         if u.is_cuda:
             return "triton" if _load_triton_scan()[0] is not None else "torch"
-        return "c" if _load_c_scan()[0] is not None else "torch"
+        import scan_cpu
+        fits = d_state is None or d_state <= scan_cpu.MAX_D_STATE
+        return "c" if fits and _load_c_scan()[0] is not None else "torch"
     return backend
 
 
@@ -297,7 +300,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """Selective scan by the fastest available path. backend: None/"auto" (env var
     DM_SCAN_BACKEND if set, else triton on CUDA when it imports, the C scan on the CPU when a C
     compiler builds it, else torch), "triton", "c", "torch" or "ref"."""
-    name = _resolve_backend(backend, u)
+    name = _resolve_backend(backend, u, A.shape[1])
     fn = {"torch": selective_scan_torch, "ref": selective_scan_ref}.get(name)
     if fn is None:
         fn = _triton_scan(u) if name == "triton" else _c_kernels(u)[0]
@@ -390,7 +393,7 @@ class MambaBlock(nn.Module):
         """rows: token positions (index or slice) whose outputs are returned (None = all);
         the scan runs over every token either way, only out_proj is spared."""
         x, z = self.in_proj(x).chunk(2, dim=-1)                          # (B, L, d_inner) each
-        backend = _resolve_backend(self.scan_backend, x)
+        backend = _resolve_backend(self.scan_backend, x, self.d_state)
         if backend == "c":     # the C path has the conv too: one pass instead of a dozen ops
             x = _c_kernels(x)[1](x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
         else:

@@ -207,3 +207,15 @@ def test_c_step_is_used_for_inference_only():
         assert not block._c_step_applies(xz.to(torch.bfloat16))
     assert not block._c_step_applies(block.in_proj(torch.randn(1, 1, 16)))   # grads wanted
     assert not MambaBlock(16, scan_backend="torch")._c_step_applies(xz)
+
+
+@needs_c
+def test_a_state_too_large_for_the_c_scan_runs_on_torch_under_auto_and_errors_when_forced(
+        monkeypatch):
+    monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
+    n = scan_cpu.MAX_D_STATE + 1
+    x = scan_inputs(1, 3, 2, n, torch.float32)
+    args = [x[k] for k in ("u", "delta", "A", "B", "C")]
+    torch.testing.assert_close(selective_scan(*args), selective_scan_ref(*args))
+    with pytest.raises(scan_cpu.ScanCpuError, match=f"d_state <= {scan_cpu.MAX_D_STATE}"):
+        selective_scan(*args, backend="c")
