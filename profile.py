@@ -664,7 +664,7 @@ def profile(cfg: ProfileConfig) -> dict:
         scan = sweep_scan(cfg, device, sync, bar)
     results = dict(
         device=slug, device_name=name, versions=versions(), threads=torch.get_num_threads(),
-        scan_backend=ssm._resolve_backend(None, torch.zeros(1, device=device)),
+        scan_backend=ssm.default_scan_backend(device),
         quick=cfg.quick, settings=dataclasses.asdict(cfg), date=time.strftime("%Y-%m-%d %H:%M"),
         cores=os.cpu_count(), load_average=dict(before=load_before, after=load_average()),
         command=shlex.join(["python", "profile.py", *sys.argv[1:]]),

@@ -315,6 +315,17 @@ def report_command(cfg: ReportConfig):
                        if cfg.profile else []), "--out", cfg.out, "--figures", cfg.figures])
 
 
+def scan_label(run):
+    """The scan backend a run trained with, from its config.json (older runs did not record it:
+    on the CPU they could only have used the PyTorch scan)."""
+    if run.train["model"] != "mamba":
+        return "-"
+    recorded = run.config.get("scan_backend")
+    if recorded:
+        return recorded
+    return "triton" if str(run.config.get("device", "")).startswith("cuda") else "torch"
+
+
 def profile_section(paths, out_dir):
     """Each profile.py result: its markdown tables (headings one level down) and its plots.
     -> (markdown lines, the results read)."""
@@ -403,7 +414,7 @@ def write_report(cfg: ReportConfig) -> Path:
     versions = {json.dumps(r.config.get("versions", {}), sort_keys=True) for r in runs}
     doc += ["", "## Settings, seeds, devices, versions", "",
             "| run | model | env | dataset | seed | steps | batch | K | lr | width | layers | "
-            "device | eval episodes | target | eval mode |", "|---" * 15 + "|"]
+            "device | scan | eval episodes | target | eval mode |", "|---" * 16 + "|"]
     for run in sorted(runs, key=lambda r: (r.key, r.train["seed"])):
         t = run.train
         layers = t["n_layer"] if t["model"] == "dt" else t["mamba_n_layer"]
@@ -411,8 +422,12 @@ def write_report(cfg: ReportConfig) -> Path:
         doc.append(f"| {run.path} | {t['model']} | {t['env']} | {run.dataset} | {t['seed']} | "
                    f"{run.step if run.step is not None else t['steps']} | {t['batch_size']} | "
                    f"{t['context']} | {t['lr']:g} | {t['d_model']} | {layers} | "
-                   f"{run.config.get('device', '?')} | {episodes} | "
+                   f"{run.config.get('device', '?')} | {scan_label(run)} | {episodes} | "
                    f"{run.config.get('target_return', '?')} | {run.mode} |")
+    doc += ["", "Scan: the selective scan that trained a Mamba run (`c`: scan_cpu.c, `torch`: the "
+            "PyTorch scan, `triton`: the GPU kernel; they agree up to float rounding). A Mamba run "
+            "whose config.json names none predates the C kernels and ran the PyTorch scan on the "
+            "CPU (the Triton kernel on CUDA)."]
     doc += ["", "Versions of the training runs: " + "; ".join(
         ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) for v in sorted(versions)) + "."]
     missing = [f"skipped {why}" for why in skipped]

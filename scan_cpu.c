@@ -1,4 +1,7 @@
-/* The selective scan as plain C loops for the CPU, forward and backward (see scan_cpu.py).
+/* The Mamba block's CPU kernels as plain C loops (loaded by scan_cpu.py):
+     scan_forward / scan_backward     the selective scan with softplus, D skip and silu(z) gate
+     conv_forward / conv_backward     the causal depthwise conv + SiLU in front of it
+     block_step                       the recurrent step of the block's middle, for inference
 
    Why C: the scan does a few multiply-adds per (batch, time, channel, state) element. Vectorised
    PyTorch writes each intermediate -- exp(delta A), the drive, the states, their products -- to

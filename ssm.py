@@ -295,6 +295,12 @@ def _resolve_backend(backend, u, d_state=None):
     return backend
 
 
+def default_scan_backend(device, d_state=None):
+    """The scan backend selective_scan picks for tensors on `device` when none is named
+    (DM_SCAN_BACKEND included): what a run records and a benchmark reports."""
+    return _resolve_backend(None, torch.zeros(1, device=device), d_state)
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    backend=None):
     """Selective scan by the fastest available path. backend: None/"auto" (env var

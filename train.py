@@ -43,6 +43,7 @@ from tqdm import tqdm
 from data import (ENVS, LEVELS, DataError, TrajectoryDataset, check_fits_env, load_trajectories,
                   normalized_score, resolve_dataset)
 from dt import DecisionConfig, DecisionModel
+from ssm import default_scan_backend
 from evaluate import EVAL_SEED, TARGET_RETURNS, EvalError, evaluate, resolve_device, \
     resolve_mode, summary_line
 
@@ -263,6 +264,9 @@ def train(cfg: TrainConfig) -> Path:
     write_json(run_dir / "config.json", {
         "train": asdict(cfg), "model": asdict(model_cfg), "eval_mode": eval_mode,
         "target_return": target, "device": str(device),
+        # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
+        "scan_backend": (default_scan_backend(device, model_cfg.d_state)
+                         if model_cfg.backbone == "mamba" else None),
         "data": {"path": str(data_path), **data_summary},
         "versions": {"torch": torch.__version__, "numpy": np.__version__,
                      "python": sys.version.split()[0]}})

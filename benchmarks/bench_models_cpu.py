@@ -28,7 +28,7 @@ import torch
 # `profile`, which torch.optim imports (via torch._dynamo and cProfile).
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 from dt import DecisionConfig, DecisionModel, count_parameters  # noqa: E402
-from ssm import MambaBlock, _resolve_backend  # noqa: E402
+from ssm import MambaBlock, default_scan_backend  # noqa: E402
 
 
 @dataclass
@@ -153,7 +153,7 @@ def main():
           f"Mamba {counts['mamba']:,} (ratio {counts['mamba'] / counts['gpt']:.3f})")
 
     train = {}
-    default = _resolve_backend(None, torch.zeros(1))    # what train.py runs: "c" where it builds
+    default = default_scan_backend("cpu")              # what train.py runs: "c" where it builds
     print(f"Mamba scan backend by default here: {default}")
     if cfg.train_repeats:
         # "mamba" runs the default backend; the PyTorch scan is timed alongside when it is not

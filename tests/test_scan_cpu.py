@@ -142,9 +142,9 @@ def test_mamba_block_on_the_c_backend_matches_the_torch_backend():
 @needs_c
 def test_auto_backend_on_cpu_is_the_c_scan(monkeypatch):
     monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
-    assert ssm._resolve_backend(None, torch.zeros(1)) == "c"
+    assert ssm.default_scan_backend("cpu") == "c"
     monkeypatch.setenv("DM_SCAN_BACKEND", "torch")           # the environment can opt out
-    assert ssm._resolve_backend(None, torch.zeros(1)) == "torch"
+    assert ssm.default_scan_backend("cpu") == "torch"
 
 
 def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(monkeypatch,

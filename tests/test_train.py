@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import ssm
 import train
 from data import load_trajectories, write_d4rl_hdf5
 from dt import DecisionModel
@@ -88,6 +89,9 @@ def test_cli_run_of_each_model_writes_every_file_and_a_finite_score(
                                                    "eval.json"}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["model"] == model and config["data"]["transitions"] == 300
+    # the run records which scan trained it (the C kernels where they build, else PyTorch)
+    assert config["scan_backend"] == (ssm.default_scan_backend("cpu") if model == "mamba"
+                                      else None)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [2, 4]
     assert [r["step"] for r in lines if "eval" in r] == [2, 4]  # periodic, then the final one
