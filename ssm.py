@@ -2,10 +2,15 @@
 
 What is here, top to bottom:
   selective_scan_ref    the scan as a plain loop over time: slow, readable, the ground truth
-  selective_scan_torch  the same scan, fast on CPU: cache-sized chunks of vectorised work, an
-                        in-place recurrence, and a hand-derived backward (a reverse scan)
-  selective_scan        the one entry point: Triton kernel on CUDA, else the fast PyTorch scan
+  selective_scan_torch  the same scan in vectorised PyTorch: cache-sized chunks, an in-place
+                        recurrence, and a hand-derived backward (a reverse scan); the portable path
+  selective_scan        the one entry point: the Triton kernel on CUDA (scan_kernel.py), the C
+                        kernel on the CPU (scan_cpu.c, where a C compiler builds it), else the
+                        fast PyTorch scan
   RMSNorm, MambaBlock, MambaBackbone   with a recurrent step() for constant-cost inference
+                        (MambaBlock also takes its conv and, when acting, its step from scan_cpu.c
+                        on the C backend; the PyTorch code here is the definition they are tested
+                        against)
 
 References (ideas, credited in one line each):
   Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (block,
@@ -375,8 +380,9 @@ class MambaBlock(nn.Module):
         """x (..., d_inner) after conv+SiLU -> (dt before bias (..., d_inner), B, C (..., N))."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         # dt_proj's bias goes into the scan. The weight is multiplied as a contiguous (rank, D)
-        # copy: its gradient is then dt^T g, a (rank, D) result, which the CPU computes ~8x
-        # faster than the (D, rank) g^T dt that a transposed view's gradient asks for.
+        # copy: its gradient is then dt^T g, a (rank, D) result, which the CPU computes faster
+        # than the (D, rank) g^T dt that a transposed view's gradient asks for (forward + weight
+        # gradient 2.0-2.2x faster: benchmarks/bench_cpu_ops.py, results/bench-cpu-ops-*.json).
         return dt @ self.dt_proj.weight.t().contiguous(), B, C
 
     def _causal_conv(self, x):
