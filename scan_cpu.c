@@ -402,7 +402,8 @@ static void step_row(const StepArgs *p, const float *restrict xz, const float *r
         }
         for (int k = 0; k < K - 1; k++) {           /* the window's last K-1 inputs */
             const int s = T - (K - 1) + k;
-            conv_out[(size_t)d * (K - 1) + k] = s < 0 ? past[K - 1 + s] : xz[(size_t)s * 2 * Dch + d];
+            conv_out[(size_t)d * (K - 1) + k] =
+                s < 0 ? past[K - 1 + s] : xz[(size_t)s * 2 * Dch + d];
         }
     }
     for (size_t i = 0; i < (size_t)Dch * N; i++)

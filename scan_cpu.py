@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 SOURCE = Path(__file__).with_name("scan_cpu.c")
 # Tried in order; the first that compiles wins. -ffast-math lets the compiler vectorise the sums
@@ -217,7 +216,7 @@ class _SelectiveScanCpu(torch.autograd.Function):
         args = ctx.args
         batch, length, channels, d_state = u32.shape[0], args.L, args.Dch, args.N
         g_out = g_out.float().contiguous()
-        g_u, g_delta = u32.new_empty(batch, length, channels), u32.new_empty(batch, length, channels)
+        g_u, g_delta = (u32.new_empty(batch, length, channels) for _ in range(2))
         g_z = u32.new_empty(batch, length, channels) if z32 is not None else None
         g_B, g_C = u32.new_zeros(batch, length, d_state), u32.new_zeros(batch, length, d_state)
         g_A_rows = u32.new_empty(batch, channels, d_state)
@@ -256,7 +255,8 @@ class _CausalConvSiluCpu(torch.autograd.Function):
         kernel = w_t.shape[0]
         g_out = g_out.float().contiguous()
         g_x = x32.new_empty(batch, length, channels)
-        g_w_rows, g_bias_rows = x32.new_empty(batch, kernel, channels), x32.new_empty(batch, channels)
+        g_w_rows = x32.new_empty(batch, kernel, channels)
+        g_bias_rows = x32.new_empty(batch, channels)
         threads = _threads(batch)
         scratch = x32.new_empty(threads, length * channels)
         _lib().conv_backward(x32.data_ptr(), ctx.sx, w_t.data_ptr(), bias32.data_ptr(),

@@ -268,7 +268,8 @@ def _load_c_scan():
         warnings.warn(f"The C scan for the CPU is unavailable ({reason}); Mamba runs on the "
                       "PyTorch scan, about 3x slower to train.", stacklevel=2)
         return None, None, None, reason
-    return scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, scan_cpu.mamba_step_cpu, None
+    return (scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, scan_cpu.mamba_step_cpu,
+            None)
 
 
 def _c_kernels(u):
