@@ -178,6 +178,7 @@ def _ptr(x):
 
 
 def _vector(x):
+    """A weight (A, D, a bias) as a contiguous fp32 tensor for the C code; None stays None."""
     return None if x is None else x.detach().float().contiguous()
 
 
@@ -193,7 +194,7 @@ class _SelectiveScanCpu(torch.autograd.Function):
                                "use backend='torch'.")
         (u32, su), (delta32, sdelta), (B32, sb), (C32, sc) = map(_rows, (u, delta, B, C))
         z32, sz = _rows(z) if z is not None else (None, 0)
-        A32, D32, bias32 = A.detach().float().contiguous(), _vector(D), _vector(delta_bias)
+        A32, D32, bias32 = map(_vector, (A, D, delta_bias))
         zeros = u32.new_zeros(channels)                  # stands in for a missing D or bias
         args = _Args(u32.data_ptr(), delta32.data_ptr(), _ptr(bias32 if bias32 is not None
                                                               else zeros),

@@ -29,6 +29,7 @@ Glossary (dimension letters as in the paper):
 The recurrence, per channel d and state index n (A is negative, so exp(Δ A) is in (0, 1)):
   h_t = exp(Δ_t A) * h_{t-1} + Δ_t B_t u_t,    y_t = <h_t, C_t> + D u_t,    y_t *= silu(z_t)
 """
+import collections
 import functools
 import math
 import os
@@ -258,29 +259,33 @@ def _triton_scan(u):
     return fn
 
 
+# The C backend's three kernels (scan_cpu.py): the scan, the conv + SiLU, the recurrent step.
+CKernels = collections.namedtuple("CKernels", "scan conv step")
+
+
 @functools.lru_cache(maxsize=None)
 def _load_c_scan():
-    """Build and load the C kernels (scan_cpu.c) once.
-    Returns (scan, conv + SiLU, recurrent step, None) or (None, None, None, reason)."""
+    """Build and load the C kernels (scan_cpu.c) once. Returns (CKernels, None) or
+    (None, reason)."""
     import scan_cpu
     ok, reason = scan_cpu.available()
     if not ok:
         warnings.warn(f"The C scan for the CPU is unavailable ({reason}); Mamba runs on the "
                       "PyTorch scan, about 3x slower to train.", stacklevel=2)
-        return None, None, None, reason
-    return (scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu, scan_cpu.mamba_step_cpu,
-            None)
+        return None, reason
+    return CKernels(scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu,
+                    scan_cpu.mamba_step_cpu), None
 
 
 def _c_kernels(u):
-    """(scan, conv + SiLU, recurrent step) of the C backend, or a clear error."""
+    """The C backend's CKernels, or a clear error."""
     if u.is_cuda:
         raise SSMError("The c scan runs on the CPU; use backend='triton' or 'torch' for CUDA "
                        "tensors.")
-    scan, conv, step, reason = _load_c_scan()
-    if scan is None:
+    kernels, reason = _load_c_scan()
+    if kernels is None:
         raise SSMError(f"The c scan is unavailable ({reason}); use backend='torch'.")
-    return scan, conv, step
+    return kernels
 
 
 def _resolve_backend(backend, u, d_state=None):
@@ -315,7 +320,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     name = _resolve_backend(backend, u, A.shape[1])
     fn = {"torch": selective_scan_torch, "ref": selective_scan_ref}.get(name)
     if fn is None:
-        fn = _triton_scan(u) if name == "triton" else _c_kernels(u)[0]
+        fn = _triton_scan(u) if name == "triton" else _c_kernels(u).scan
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
@@ -408,7 +413,7 @@ class MambaBlock(nn.Module):
         x, z = self.in_proj(x).chunk(2, dim=-1)                          # (B, L, d_inner) each
         backend = _resolve_backend(self.scan_backend, x, self.d_state)
         if backend == "c":     # the C path has the conv too: one pass instead of a dozen ops
-            x = _c_kernels(x)[1](x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
+            x = _c_kernels(x).conv(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
         else:
             x = F.silu(self._causal_conv(x))                             # (B, L, d_inner)
         delta, B, C = self._ssm_inputs(x)
@@ -453,7 +458,7 @@ class MambaBlock(nn.Module):
         tokens, dtype = x.shape[1], x.dtype
         xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)        # (B, T, 2 * d_inner)
         if self._c_step_applies(xz):   # the same maths as below, in one C call (scan_cpu.c)
-            y, cache = _c_kernels(x)[2](xz, conv_state, h, self.conv1d.weight.squeeze(1),
+            y, cache = _c_kernels(x).step(xz, conv_state, h, self.conv1d.weight.squeeze(1),
                                         self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                                         self.dt_proj.bias, self.A_log, self.D)
             y = F.linear(y, self.out_proj.weight, self.out_proj.bias)    # (B, T, d_model)

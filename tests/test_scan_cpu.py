@@ -18,6 +18,8 @@ needs_c = pytest.mark.skipif(not BUILT, reason=f"the C kernels did not build: {W
 
 @pytest.fixture(autouse=True)
 def one_thread():
+    """Tiny tensors, so one thread (as in test_ssm.py), restored after every test: one test here
+    sets the thread count itself."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -160,10 +160,10 @@ def _call(backend=None):
 
 def test_dispatch_auto_on_cpu_runs_c_scan_else_fast_torch_scan(spies, monkeypatch):
     record_c = lambda *a: spies.append("c") or a[0]                      # noqa: E731
-    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (record_c, None, None, None))
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (ssm.CKernels(record_c, None, None), None))
     _call()
     _call("auto")
-    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (None, None, None, "no C compiler found"))
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (None, "no C compiler found"))
     _call()
     _call("auto")
     assert spies == ["c", "c", "torch", "torch"]
