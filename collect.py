@@ -1,34 +1,44 @@
 """Behaviour policies and offline datasets for Hopper, HalfCheetah and Walker2d (Gymnasium v5).
 
 Two jobs, one file:
-  train    Augmented Random Search (ARS V2-t) trains a linear policy on normalised observations
-           (runs/ars-{env}/ keeps every iteration's policy; --resume continues a run), then
-           exports three small files to policies/: {env}-expert.npz (the best snapshot),
-           {env}-medium.npz (the first snapshot reaching the medium target) and {env}-replay.npz
-           (the snapshots on the way up to medium, in training order). `export` re-picks them.
-  dataset  rolls those policies out and writes a D4RL-schema HDF5 file for one level:
-           random (uniform actions), medium, expert, medium-replay (the replay snapshots in
-           training order, each perturbed the way the trainer perturbed it), medium-expert
-           (medium then expert, concatenated).
+  train    TD3, an off-policy actor-critic, learns a policy for one env from scratch. The run
+           folder runs/td3-{env}/ holds a resumable checkpoint (networks, optimisers, replay
+           buffer, RNG states, step), an actor snapshot every `snapshot_every` env steps with a
+           10-episode evaluation of each, and log.jsonl. At the end (or `collect.py export`)
+           three files go to policies/: {env}-expert.npz (the best late snapshot),
+           {env}-medium.npz (the first snapshot at D4RL's medium level) and {env}-replay.npz
+           (the snapshots from the start up to medium, in training order).
+  dataset  rolls those policies out into a D4RL-schema HDF5 file for one level:
+           random (uniform actions), medium, expert (each policy's actions with the Gaussian
+           noise measured for it at export), medium-replay (the trainer's data regenerated:
+           uniform actions for the warm-up, then each snapshot with the trainer's exploration
+           noise, in training order), medium-expert (medium then expert, concatenated).
+
+Why TD3 and not SAC: at the same network sizes a TD3 update costs about half a SAC update on
+this project's CPUs (the actor learns every second step and has no entropy term), and D4RL-like
+levels need about a million updates per env; TD3 reaches D4RL's expert returns on all three
+tasks at 1M steps (Fujimoto et al. 2018; CleanRL's benchmarks).
 
 References (ideas only):
-  Mania, Guy, Recht 2018, "Simple random search provides a competitive approach to RL" (ARS:
-    antithetic directions, top-b directions, reward-std step size, state normalisation,
-    subtracting the survival bonus while training).
+  Fujimoto, van Hoof, Meger 2018, "Addressing Function Approximation Error in Actor-Critic
+    Methods" (TD3: clipped double Q, delayed actor updates, target policy smoothing).
+  Huang et al. 2022, CleanRL (single-file TD3 settings: 256x256 networks, 25k random steps).
   Fu et al. 2020, "D4RL" (dataset levels and the HDF5 schema).
 
 Glossary of array dimensions:
   S  observation size (hopper 11, halfcheetah 17, walker2d 17)
   A  action size (hopper 3, halfcheetah 6, walker2d 6); actions live in [-1, 1]
-  N  number of random directions per ARS iteration; b the top directions kept
+  H  hidden width of the actor and critic MLPs       K  actor snapshots kept
   T  steps in one episode (at most the env's 1000-step limit)
 """
 import argparse
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
 import multiprocessing
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,25 +47,21 @@ from pathlib import Path
 import gymnasium as gym
 import mujoco
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from data import (ENVS, LEVELS, DataError, dataset_path, env_key, normalized_score,
                   write_d4rl_hdf5)
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
-# ARS V2-t settings per env (directions N, top b, step size alpha, exploration noise nu), as in
-# Mania et al. 2018, Table 9; shift is the per-step survival bonus subtracted while training.
-ARS_SETTINGS = {
-    "hopper": dict(directions=8, top=4, step_size=0.01, explore=0.025, shift=1.0),
-    "halfcheetah": dict(directions=32, top=4, step_size=0.02, explore=0.03, shift=0.0),
-    "walker2d": dict(directions=40, top=30, step_size=0.03, explore=0.025, shift=1.0),
-}
-MEDIUM_FLOOR = {"hopper": 1000.0, "halfcheetah": 3000.0, "walker2d": 1000.0}
-# Gaussian action-noise std when rolling out medium / expert policies into a dataset: the largest
-# of 0, 0.05, 0.1, 0.2 that kept both levels' mean return within ~15% of the noiseless one
-# (measured, see policies/README.md); linear policies are brittle, so mostly none.
-ACTION_NOISE = {"hopper": 0.05, "halfcheetah": 0.0, "walker2d": 0.0}
 MAX_EPISODE_STEPS = 1000
+# D4RL's medium level, the mean return of its v2 medium datasets: a snapshot is medium once its
+# 10-episode evaluation reaches this (40-60% of D4RL's expert datasets).
+MEDIUM_LEVEL = {"hopper": 1422.0, "halfcheetah": 4770.0, "walker2d": 2852.0}
+NOISE_CHOICES = (0.0, 0.1, 0.2, 0.3)  # Gaussian action-noise stds tried for each dataset policy
+EVAL_SEED, MEASURE_SEED = 1_000_000, 2_000_000  # periodic evaluations / export measurements
 
 
 def field_help(default, doc):
@@ -65,24 +71,33 @@ def field_help(default, doc):
 @dataclass(frozen=True)
 class TrainConfig:
     env: str = field_help("hopper", "environment: hopper | halfcheetah | walker2d")
-    iterations: int = field_help(1000, "ARS iterations (each rolls out 2N perturbed policies)")
-    max_minutes: float = field_help(60.0, "stop early after this much wall time")
-    seed: int = field_help(0, "training seed (directions and episode seeds)")
-    directions: int = field_help(0, "N, random directions per iteration (0: the env's default)")
-    top: int = field_help(0, "b, best directions used in the update (0: the env's default)")
-    step_size: float = field_help(0.0, "alpha, update step size (0: the env's default)")
-    explore: float = field_help(0.0, "nu, std of the parameter perturbation (0: the env's default)")
-    shift: float = field_help(-1.0, "survival bonus subtracted per training step (-1: env default)")
-    episode_steps: int = field_help(MAX_EPISODE_STEPS, "cap on steps per training episode")
-    workers: int = field_help(1, "rollout processes (episodes of one iteration run in parallel)")
-    resume: bool = field_help(False, "continue the run saved in runs/ars-{env}/ up to --iterations")
-    eval_every: int = field_help(10, "evaluate the unperturbed policy every this many iterations")
-    eval_episodes: int = field_help(5, "episodes per periodic evaluation")
-    final_episodes: int = field_help(10, "episodes measuring the exported medium / expert policies")
-    medium_fraction: float = field_help(0.4, "medium target = max(this * expert, issue floor)")
-    replay_snapshots: int = field_help(100, "at most this many snapshots kept for medium-replay")
+    steps: int = field_help(1_000_000, "env steps to train for (one update per step)")
+    max_minutes: float = field_help(0.0, "stop (checkpointed, resumable) after this much wall "
+                                         "time in this call; 0: no limit")
+    seed: int = field_help(0, "training seed (networks, exploration, episode seeds)")
+    random_steps: int = field_help(25_000, "uniform-random actions before learning starts")
+    batch_size: int = field_help(100, "transitions per update (the TD3 paper's 100)")
+    hidden: int = field_help(256, "H, width of the two hidden layers of actor and critics")
+    lr: float = field_help(3e-4, "Adam learning rate of actor and critics")
+    gamma: float = field_help(0.99, "discount")
+    tau: float = field_help(0.005, "target networks move this fraction towards the online ones")
+    explore: float = field_help(0.1, "std of the Gaussian exploration noise on actions")
+    target_noise: float = field_help(0.2, "std of the target policy smoothing noise")
+    target_noise_clip: float = field_help(0.5, "the smoothing noise is clipped to +- this")
+    actor_every: int = field_help(2, "actor and targets update once per this many critic updates")
+    checkpoint_every: int = field_help(20_000, "save a resumable checkpoint after the episode "
+                                               "that crosses every this many env steps")
+    snapshot_every: int = field_help(10_000, "keep and evaluate an actor snapshot every this "
+                                             "many env steps")
+    eval_episodes: int = field_help(10, "episodes per snapshot evaluation (deterministic actor)")
+    threads: int = field_help(1, "torch threads (one core per env trains three envs at once)")
+    resume: bool = field_help(False, "continue the run in runs/td3-{env}/ up to --steps")
+    late_fraction: float = field_help(0.5, "expert = the best snapshot in the last this "
+                                           "fraction of training")
+    replay_snapshots: int = field_help(30, "at most this many snapshots kept for medium-replay")
+    final_episodes: int = field_help(10, "episodes measuring each exported policy and noise")
     policy_dir: str = field_help(str(POLICY_DIR), "where the exported policies go")
-    log_dir: str = field_help("runs", "where the training history goes (runs/ars-{env}/)")
+    log_dir: str = field_help("runs", "where the training run goes (runs/td3-{env}/)")
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ class DatasetConfig:
                                      "the trainer's steps up to medium, at most 1M, for "
                                      "medium-replay)")
     out: str = field_help("", "output file (default data/{env}-{level}.hdf5)")
-    seed: int = field_help(0, "dataset seed (episode seeds and exploration noise)")
+    seed: int = field_help(0, "dataset seed (episode seeds and action noise)")
     workers: int = field_help(2, "rollout processes")
     policy_dir: str = field_help(str(POLICY_DIR), "where the committed policies live")
 
@@ -108,45 +123,48 @@ def make_env(env):
 
 
 def versions():
-    return {"numpy": np.__version__, "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
-            "python": sys.version.split()[0]}
+    return {"numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
+            "mujoco": mujoco.__version__, "python": sys.version.split()[0]}
+
+
+def atomic_save(obj, path):
+    """torch.save through a temporary file and a rename: a kill leaves the old file whole."""
+    path, tmp = Path(path), Path(f"{path}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
-class LinearPolicy:
-    """a = clip(weights @ (obs - obs_mean) / obs_std, -1, 1); weights (A, S), stats (S,)."""
-    weights: np.ndarray
-    obs_mean: np.ndarray
-    obs_std: np.ndarray
+class MlpPolicy:
+    """a = tanh(W3 relu(W2 relu(W1 s + b1) + b2) + b3), the TD3 actor as numpy arrays, so that
+    rollouts need no torch. layers: [(W (H, S), b (H,)), (W (H, H), b), (W (A, H), b (A,))]."""
+    layers: list
 
-    def affine(self, weights=None):
-        """The same map folded into (W, c) with a = W @ obs + c, for fast rollouts."""
-        w = (self.weights if weights is None else weights) / self.obs_std  # (A, S)
-        return w, -w @ self.obs_mean  # (A, S), (A,)
+    def __call__(self, obs):  # (S,) -> (A,)
+        h = obs
+        for w, b in self.layers[:-1]:
+            h = np.maximum(w @ h + b, 0.0)
+        w, b = self.layers[-1]
+        return np.tanh(w @ h + b)
 
+    def arrays(self):
+        return {f"{name}{i}": x for i, (w, b) in enumerate(self.layers)
+                for name, x in (("w", w), ("b", b))}
 
-class RunningStats:
-    """Mean and std of every observation seen so far (Chan et al. parallel update)."""
-
-    def __init__(self, size):
-        self.count, self.mean, self.m2 = 0, np.zeros(size), np.zeros(size)
-
-    def update(self, x):  # x (T, S)
-        n, mean = len(x), x.mean(0)
-        delta, total = mean - self.mean, self.count + n
-        self.m2 += ((x - mean) ** 2).sum(0) + delta ** 2 * self.count * n / total
-        self.mean += delta * n / total
-        self.count = total
-
-    @property
-    def std(self):  # floored so that a nearly constant coordinate cannot blow up the input
-        if not self.count:
-            return np.ones_like(self.mean)
-        return np.maximum(np.sqrt(self.m2 / self.count), 1e-2)
+    @classmethod
+    def from_arrays(cls, arrays, index=None):
+        """From w0, b0, w1, ... (index picks one snapshot out of stacked (K, ...) arrays)."""
+        pick = (lambda x: x) if index is None else (lambda x: x[index])
+        n = sum(k.startswith("w") and k[1:].isdigit() for k in arrays)
+        return cls([(pick(arrays[f"w{i}"]).astype(np.float64), pick(arrays[f"b{i}"]).astype(
+            np.float64)) for i in range(n)])
 
 
-def run_episode(env, w, c, seed, max_steps=MAX_EPISODE_STEPS, action_noise=0.0, rng=None):
-    """One episode of a = clip(w @ obs + c [+ noise]); w None = uniform random actions.
+def run_episode(env, policy, seed, max_steps=MAX_EPISODE_STEPS, action_noise=0.0, rng=None):
+    """One episode of a = clip(policy(obs) [+ noise]); policy None = uniform random actions.
 
     Returns observations (T, S), actions (T, A), rewards (T,) and whether it ended by a terminal
     (fell); an episode that reaches max_steps is truncated instead.
@@ -155,12 +173,12 @@ def run_episode(env, w, c, seed, max_steps=MAX_EPISODE_STEPS, action_noise=0.0, 
     low, high = env.action_space.low, env.action_space.high
     observations, actions, rewards, terminated = [], [], [], False
     for _ in range(max_steps):
-        if w is None:
+        if policy is None:
             action = rng.uniform(low, high)
         else:
-            action = w @ obs + c
+            action = policy(obs)
             if action_noise:
-                action = action + action_noise * rng.standard_normal(len(c))
+                action = action + action_noise * rng.standard_normal(len(action))
         action = np.clip(action, low, high)
         observations.append(obs)
         actions.append(action)
@@ -172,214 +190,333 @@ def run_episode(env, w, c, seed, max_steps=MAX_EPISODE_STEPS, action_noise=0.0, 
 
 
 def evaluate_policy(env_obj, policy, seeds, action_noise=0.0, rng=None):
-    w, c = policy.affine()
-    return np.array([run_episode(env_obj, w, c, int(s), action_noise=action_noise, rng=rng)[2].sum()
-                     for s in seeds])
+    return np.array([run_episode(env_obj, policy, int(s), action_noise=action_noise,
+                                 rng=rng)[2].sum() for s in seeds])
 
 
 def save_policy(path, policy, **meta):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, weights=policy.weights, obs_mean=policy.obs_mean, obs_std=policy.obs_std,
+    np.savez(path, **{k: v.astype(np.float32) for k, v in policy.arrays().items()},
              meta=json.dumps(meta, sort_keys=True))
     return path
 
 
-def read_npz(path):
+def read_npz(path, env):
+    """A policy file's arrays and metadata; the file must belong to env."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"no policy file {path}: train one with "
-                        "`python collect.py train --env ...`.")
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    return arrays, json.loads(str(arrays.pop("meta")))
+                        f"`python collect.py train --env {env}`.")
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except Exception as e:  # a truncated zip, a foreign .npz, bad JSON
+        raise DataError(f"{path} is not a policy file collect.py wrote ({type(e).__name__}): "
+                        f"retrain it with `python collect.py train --env {env}`.") from None
+    if meta.get("env_id") != ENVS[env]:
+        raise DataError(f"{path} holds a policy for {meta.get('env_id')}, not {ENVS[env]}: "
+                        f"point --policy-dir at {env}'s policies.")
+    if "w0" not in arrays:
+        raise DataError(f"{path} is not a TD3 actor (an older linear policy?): retrain it with "
+                        f"`python collect.py train --env {env}`.")
+    return arrays, meta
 
 
 def load_policy(env, level, policy_dir=POLICY_DIR):
     """The committed policy for env at level ('medium' or 'expert'), and its metadata."""
-    arrays, meta = read_npz(Path(policy_dir) / f"{env_key(env)}-{level}.npz")
-    return LinearPolicy(arrays["weights"], arrays["obs_mean"], arrays["obs_std"]), meta
+    env = env_key(env)
+    arrays, meta = read_npz(Path(policy_dir) / f"{env}-{level}.npz", env)
+    return MlpPolicy.from_arrays(arrays), meta
 
 
-# ----------------------------------------------------------------------------- ARS trainer
+# ----------------------------------------------------------------------------- TD3 trainer
 
-def ars_settings(cfg):
-    """The config's ARS hyper-parameters with the env defaults filled in (0 / -1 = default)."""
-    default = ARS_SETTINGS[cfg.env]
-    return dict(directions=cfg.directions or default["directions"], top=cfg.top or default["top"],
-                step_size=cfg.step_size or default["step_size"],
-                explore=cfg.explore or default["explore"],
-                shift=default["shift"] if cfg.shift < 0 else cfg.shift)
+def mlp(n_in, hidden, n_out, out_act=None):
+    layers = [nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+              nn.Linear(hidden, n_out)]
+    return nn.Sequential(*layers, *([out_act] if out_act else []))
 
 
-def training_rollout(job):
-    """One ARS training episode (run in a worker): its observations, return and length."""
-    env, weights, obs_mean, obs_std, seed, max_steps = job
-    w, c = LinearPolicy(weights, obs_mean, obs_std).affine()
-    obs, _, rewards, _ = run_episode(make_env(env), w, c, seed, max_steps=max_steps)
-    return obs, rewards.sum(), len(rewards)
+class Critics(nn.Module):
+    """Two independent Q(s, a) networks; TD3 learns from the smaller of their targets."""
+
+    def __init__(self, obs_dim, act_dim, hidden):
+        super().__init__()
+        self.q1, self.q2 = (mlp(obs_dim + act_dim, hidden, 1) for _ in range(2))
+
+    def forward(self, obs, act):  # (B, S), (B, A) -> (B,), (B,)
+        x = torch.cat([obs, act], -1)  # (B, S + A)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+def actor_to_policy(actor):
+    linears = [m for m in actor if isinstance(m, nn.Linear)]
+    return MlpPolicy([(m.weight.detach().numpy().astype(np.float64),
+                       m.bias.detach().numpy().astype(np.float64)) for m in linears])
+
+
+def new_trainer_state(cfg, obs_dim, act_dim):
+    """Everything a checkpoint holds: networks, targets, optimisers, buffer, counters, RNGs."""
+    torch.manual_seed(cfg.seed)
+    actor, critics = mlp(obs_dim, cfg.hidden, act_dim, nn.Tanh()), Critics(obs_dim, act_dim,
+                                                                           cfg.hidden)
+    return dict(
+        actor=actor, critics=critics,
+        actor_target=copy.deepcopy(actor).requires_grad_(False),
+        critics_target=copy.deepcopy(critics).requires_grad_(False),
+        actor_opt=torch.optim.Adam(actor.parameters(), lr=cfg.lr, fused=True),
+        critic_opt=torch.optim.Adam(critics.parameters(), lr=cfg.lr, fused=True),
+        # the replay buffer: one row per env step, preallocated for the whole run
+        buffer=dict(obs=torch.zeros(cfg.steps, obs_dim), act=torch.zeros(cfg.steps, act_dim),
+                    reward=torch.zeros(cfg.steps), next_obs=torch.zeros(cfg.steps, obs_dim),
+                    done=torch.zeros(cfg.steps)),  # done: fell (a time limit is not an end)
+        step=0, updates=0, episodes=0, minutes=0.0, recent_returns=[],
+        snapshots=[],  # dicts: step, actor arrays, eval returns
+        rng=np.random.default_rng(cfg.seed))
+
+
+def td3_update(s, cfg, size):
+    """One critic update on a uniform minibatch; the actor and targets every actor_every-th."""
+    buf = s["buffer"]
+    idx = torch.from_numpy(s["rng"].integers(0, size, cfg.batch_size))
+    obs, act, reward, next_obs, done = (buf[k][idx] for k in
+                                        ("obs", "act", "reward", "next_obs", "done"))
+    with torch.no_grad():  # target: r + gamma * min_i Q'_i(s', clip(pi'(s') + clipped noise))
+        noise = (torch.randn_like(act) * cfg.target_noise).clamp(-cfg.target_noise_clip,
+                                                                  cfg.target_noise_clip)
+        next_act = (s["actor_target"](next_obs) + noise).clamp(-1.0, 1.0)  # (B, A)
+        q1_next, q2_next = s["critics_target"](next_obs, next_act)
+        target = reward + cfg.gamma * (1.0 - done) * torch.min(q1_next, q2_next)  # (B,)
+    q1, q2 = s["critics"](obs, act)
+    critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+    s["critic_opt"].zero_grad(set_to_none=True)
+    critic_loss.backward()
+    s["critic_opt"].step()
+    s["updates"] += 1
+    if s["updates"] % cfg.actor_every == 0:  # delayed policy update, then Polyak targets
+        actor_loss = -s["critics"].q1(torch.cat([obs, s["actor"](obs)], -1)).mean()
+        s["actor_opt"].zero_grad(set_to_none=True)
+        actor_loss.backward()
+        s["actor_opt"].step()
+        for net in ("actor", "critics"):
+            online = [p.detach() for p in s[net].parameters()]
+            torch._foreach_lerp_(list(s[f"{net}_target"].parameters()), online, cfg.tau)
+
+
+def save_checkpoint(s, cfg, path):
+    state = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in s.items()
+             if k not in ("rng", "buffer")}
+    state.update(rng=s["rng"].bit_generator.state, torch_rng=torch.get_rng_state(),
+                 buffer={k: v[:s["step"]].clone() for k, v in s["buffer"].items()},
+                 config=dataclasses.asdict(cfg))
+    atomic_save(state, path)
+
+
+def load_checkpoint(cfg, path, obs_dim, act_dim):
+    try:
+        saved = torch.load(path, weights_only=False)
+    except Exception as e:
+        raise DataError(f"{path} cannot be read ({type(e).__name__}): it is damaged; delete "
+                        f"{path.parent} and train again without --resume.") from None
+    if saved["config"]["env"] != cfg.env or saved["config"]["hidden"] != cfg.hidden:
+        raise DataError(f"{path} is a {saved['config']['env']} run with hidden "
+                        f"{saved['config']['hidden']}: resume it with those settings.")
+    if saved["step"] > cfg.steps:
+        raise DataError(f"{path} is already at step {saved['step']}: pass --steps above it.")
+    s = new_trainer_state(cfg, obs_dim, act_dim)
+    for k, v in saved.items():
+        if k in ("config", "torch_rng"):
+            continue
+        if k == "rng":
+            s["rng"].bit_generator.state = v
+        elif k == "buffer":
+            for name, rows in v.items():
+                s["buffer"][name][:len(rows)] = rows
+        elif hasattr(s[k], "load_state_dict"):
+            s[k].load_state_dict(v)
+        else:
+            s[k] = v
+    torch.set_rng_state(saved["torch_rng"])
+    return s
 
 
 def train(cfg):
-    """ARS V2-t. Keeps runs/ars-{env}/ up to date: log.jsonl, history.npz (every iteration's
-    policy, the periodic evaluations, the trainer's state) and info.json; then exports policies/."""
-    env_obj, hp = make_env(cfg.env), ars_settings(cfg)
-    n, top, nu = hp["directions"], min(hp["top"], hp["directions"]), hp["explore"]
-    rng = np.random.default_rng(cfg.seed)
-    act_dim, obs_dim = env_obj.action_space.shape[0], env_obj.observation_space.shape[0]
-    weights, stats = np.zeros((act_dim, obs_dim)), RunningStats(obs_dim)  # (A, S)
-    eval_seeds = 1_000_000 + np.arange(cfg.eval_episodes)
-    run_dir = Path(cfg.log_dir) / f"ars-{cfg.env}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history = {k: [] for k in ("weights", "obs_mean", "obs_std", "steps", "train_return")}
-    evals, steps, first, minutes_before, start = {}, 0, 0, 0.0, time.time()
-    phases = [dict(from_iteration=0, **hp)]  # the hyper-parameters used from which iteration on
-    if cfg.resume:  # continue exactly where the saved run stopped
-        if not (run_dir / "info.json").exists():
+    """TD3 with one update per env step. Keeps runs/td3-{env}/ resumable (ckpt.pt, log.jsonl),
+    then exports policies/ once training reaches cfg.steps."""
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg):
+    env_obj, eval_env = make_env(cfg.env), gym.make(ENVS[cfg.env]).unwrapped
+    obs_dim, act_dim = env_obj.observation_space.shape[0], env_obj.action_space.shape[0]
+    run_dir = Path(cfg.log_dir) / f"td3-{cfg.env}"
+    ckpt_path = run_dir / "ckpt.pt"
+    if cfg.resume:
+        if not ckpt_path.exists():
             raise DataError(f"nothing to resume in {run_dir}: train without --resume first.")
-        info = json.loads((run_dir / "info.json").read_text())
-        with np.load(run_dir / "history.npz") as f:
-            saved = {k: f[k] for k in f.files}
-        history = {k: list(saved[k]) for k in history}
-        evals = dict(zip(saved["eval_iterations"].tolist(), saved["eval_returns"].tolist()))
-        weights = saved["last_weights"]
-        stats.mean, stats.m2 = saved["stats_mean"], saved["stats_m2"]
-        stats.count, rng.bit_generator.state = int(saved["stats_count"]), info["rng_state"]
-        steps, first, minutes_before = info["env_steps"], info["iterations"], info["train_minutes"]
-        phases = info.get("phases", [dict(from_iteration=0, **info["ars"])])
-        if hp != {k: v for k, v in phases[-1].items() if k != "from_iteration"}:
-            phases.append(dict(from_iteration=first, **hp))
-
-    def save(iterations):
-        np.savez(run_dir / "history.npz", **{k: np.array(v) for k, v in history.items()},
-                 eval_iterations=np.array(list(evals)), eval_returns=np.array(list(evals.values())),
-                 last_weights=weights, stats_count=stats.count, stats_mean=stats.mean,
-                 stats_m2=stats.m2)
-        minutes = round(minutes_before + (time.time() - start) / 60, 2)
-        info = dict(env_id=ENVS[cfg.env], seed=cfg.seed, ars=hp, phases=phases,
-                    iterations=iterations, env_steps=steps, train_minutes=minutes,
-                    versions=versions(), rng_state=rng.bit_generator.state)
-        (run_dir / "info.json").write_text(json.dumps(info, indent=1))
-
-    log = open(run_dir / "log.jsonl", "a" if cfg.resume else "w")
-    pool = multiprocessing.Pool(cfg.workers) if cfg.workers > 1 else None
-    print(f"ARS on {ENVS[cfg.env]}: {hp}")
-    for it in tqdm(range(first, cfg.iterations), desc=f"ARS {cfg.env}"):
-        policy = LinearPolicy(weights.copy(), stats.mean.copy(), stats.std)
-        for key, value in (("weights", policy.weights), ("obs_mean", policy.obs_mean),
-                           ("obs_std", policy.obs_std), ("steps", steps)):
-            history[key].append(value)
-        if it % cfg.eval_every == 0:
-            evals[it] = evaluate_policy(env_obj, policy, eval_seeds).mean()
-        deltas = rng.standard_normal((n, act_dim, obs_dim))  # (N, A, S)
-        jobs = [(cfg.env, weights + sign * nu * deltas[i], policy.obs_mean, policy.obs_std,
-                 int(rng.integers(2**31)), cfg.episode_steps) for i in range(n) for sign in (1, -1)]
-        seen, returns, lengths = zip(*(pool.map(training_rollout, jobs) if pool else
-                                       map(training_rollout, jobs)))
-        steps += sum(lengths)
-        # returns minus the survival bonus, one row per direction: (+delta, -delta)
-        shifted = (np.array(returns) - hp["shift"] * np.array(lengths)).reshape(n, 2)
-        best = np.argsort(-shifted.max(1))[:top]  # the b directions with the best returns
-        reward_std = shifted[best].std() or 1.0
-        weights = weights + hp["step_size"] / (top * reward_std) * np.einsum(
-            "n,nas->as", shifted[best, 0] - shifted[best, 1], deltas[best])
-        stats.update(np.concatenate(seen))
-        history["train_return"].append(np.mean(returns))
-        log.write(json.dumps({"iteration": it, "steps": steps,
-                              "minutes": (time.time() - start) / 60,
-                              "train_return": float(np.mean(returns)),
-                              "eval_return": float(evals[it]) if it in evals else None}) + "\n")
-        log.flush()
-        if it in evals:
-            tqdm.write(f"it {it:4d}  steps {steps:9d}  eval {evals[it]:8.1f}  "
-                       f"train {np.mean(returns):8.1f}")
-            save(it + 1)
-        if time.time() - start > 60 * cfg.max_minutes:
-            break
-    save(it + 1)
-    if pool:
-        pool.close()
-    export_policies(cfg)
+        s = load_checkpoint(cfg, ckpt_path, obs_dim, act_dim)
+    else:
+        if ckpt_path.exists():
+            raise DataError(f"{run_dir} already holds a run: add --resume to continue it, or "
+                            "pass another --log-dir.")
+        s = new_trainer_state(cfg, obs_dim, act_dim)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rng, buf, start, minutes_before = s["rng"], s["buffer"], time.time(), s["minutes"]
+    eval_seeds = EVAL_SEED + np.arange(cfg.eval_episodes)
+    print(f"TD3 on {ENVS[cfg.env]} from step {s['step']:,} to {cfg.steps:,} "
+          f"({cfg.threads} thread(s)); run folder {run_dir}")
+    with open(run_dir / "log.jsonl", "a") as log, \
+            tqdm(total=cfg.steps, initial=s["step"], desc=f"TD3 {cfg.env}", unit="step",
+                 mininterval=5) as bar:
+        stop = False
+        while s["step"] < cfg.steps and not stop:
+            # one episode; checkpoints fall between episodes, so a resumed run is identical
+            obs, _ = env_obj.reset(seed=int(rng.integers(2**31)))
+            episode_return, t, terminated = 0.0, 0, False
+            while t < MAX_EPISODE_STEPS and s["step"] < cfg.steps and not terminated:
+                if s["step"] < cfg.random_steps:
+                    action = rng.uniform(-1.0, 1.0, act_dim)
+                else:
+                    with torch.no_grad():
+                        action = s["actor"](torch.as_tensor(obs, dtype=torch.float32)).numpy()
+                    action = np.clip(action + cfg.explore * rng.standard_normal(act_dim), -1, 1)
+                next_obs, reward, terminated, _, _ = env_obj.step(action)
+                i = s["step"]
+                buf["obs"][i], buf["act"][i] = torch.from_numpy(obs), torch.from_numpy(action)
+                buf["reward"][i], buf["done"][i] = reward, float(terminated)
+                buf["next_obs"][i] = torch.from_numpy(next_obs)
+                obs, episode_return, t, s["step"] = next_obs, episode_return + reward, t + 1, i + 1
+                if s["step"] >= cfg.random_steps:
+                    td3_update(s, cfg, s["step"])
+                if s["step"] % cfg.snapshot_every == 0:
+                    snap = actor_to_policy(s["actor"])
+                    returns = evaluate_policy(eval_env, snap, eval_seeds)
+                    s["snapshots"].append(dict(step=s["step"], returns=returns.tolist(),
+                                               arrays={k: v.astype(np.float32) for k, v in
+                                                       snap.arrays().items()}))
+                    tqdm.write(f"step {s['step']:8,d}  eval {returns.mean():8.1f} +- "
+                               f"{returns.std():6.1f}  ({cfg.eval_episodes} episodes)")
+                    log.write(json.dumps({"step": s["step"], "eval_mean": returns.mean(),
+                                          "eval_std": returns.std(), "minutes": round(
+                                              minutes_before + (time.time() - start) / 60, 2)})
+                              + "\n")
+                    log.flush()
+                bar.update(1)
+            s["episodes"] += 1
+            s["recent_returns"] = (s["recent_returns"] + [episode_return])[-10:]
+            bar.set_postfix(ret=f"{np.mean(s['recent_returns']):.0f}")
+            log.write(json.dumps({"step": s["step"], "episode": s["episodes"],
+                                  "return": round(episode_return, 2), "length": t}) + "\n")
+            out_of_time = cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes
+            crossed = s["step"] // cfg.checkpoint_every != (s["step"] - t) // cfg.checkpoint_every
+            if crossed or out_of_time or s["step"] >= cfg.steps:
+                s["minutes"] = minutes_before + (time.time() - start) / 60
+                save_checkpoint(s, cfg, ckpt_path)
+            stop = bool(out_of_time)
+    if s["step"] >= cfg.steps:
+        export_policies(cfg)
+    else:
+        print(f"stopped at step {s['step']:,} after {cfg.max_minutes} minutes; continue with "
+              f"`python collect.py train --env {cfg.env} --steps {cfg.steps} --resume`.")
     return run_dir
 
 
+# ----------------------------------------------------------------------------- exporting levels
+
+def measure_noise(env_obj, policy, episodes, seed):
+    """Mean and std of the return at each candidate action-noise std, and the largest std that
+    keeps the mean within 10% of the noiseless one (D4RL sampled its actions; so do we, as far
+    as the policy tolerates it)."""
+    table, seeds = {}, MEASURE_SEED + np.arange(episodes)
+    for std in NOISE_CHOICES:
+        r = evaluate_policy(env_obj, policy, seeds, std, np.random.default_rng(seed))
+        table[str(std)] = [round(float(r.mean()), 1), round(float(r.std()), 1)]
+    clean = table["0.0"][0]
+    chosen = max(std for std in NOISE_CHOICES if table[str(std)][0] >= 0.9 * clean)
+    return chosen, table
+
+
 def export_policies(cfg):
-    """From a training run: expert = the best evaluated snapshot, medium = the first snapshot
-    reaching the medium target, both re-measured on fresh seeds; replay = the snapshots from the
-    start up to medium, in training order (at most cfg.replay_snapshots, evenly spaced)."""
-    run_dir = Path(cfg.log_dir) / f"ars-{cfg.env}"
-    if not (run_dir / "info.json").exists():
-        raise DataError(f"no finished training run in {run_dir}: run `python collect.py train "
+    """From a training run: expert = the best snapshot in the last late_fraction of training,
+    medium = the first snapshot whose evaluation reaches D4RL's medium level; both re-measured
+    on fresh seeds with and without action noise; replay = the snapshots up to medium."""
+    run_dir = Path(cfg.log_dir) / f"td3-{cfg.env}"
+    ckpt_path = run_dir / "ckpt.pt"
+    if not ckpt_path.exists():
+        raise DataError(f"no training run in {run_dir}: run `python collect.py train "
                         f"--env {cfg.env}` first.")
-    info, env_obj = json.loads((run_dir / "info.json").read_text()), make_env(cfg.env)
-    with np.load(run_dir / "history.npz") as f:
-        history = {k: f[k] for k in f.files}
-
-    def snapshot(it):
-        return LinearPolicy(history["weights"][it], history["obs_mean"][it], history["obs_std"][it])
-
-    def measure(it):
-        return evaluate_policy(env_obj, snapshot(it), 2_000_000 + np.arange(cfg.final_episodes))
-
-    order = history["eval_iterations"]
-    expert_it = int(order[np.argmax(history["eval_returns"])])
-    expert_returns = measure(expert_it)
-    target = max(cfg.medium_fraction * expert_returns.mean(), MEDIUM_FLOOR[cfg.env])
-    medium_it, medium_returns = expert_it, expert_returns
-    # the periodic evaluations bracket the crossing; the first iteration inside it that
-    # reaches the target over the full measurement is medium
-    for k, (it, quick) in enumerate(zip(order, history["eval_returns"])):
-        if it < expert_it and quick >= target:
-            for candidate in range(order[k - 1] + 1 if k else 0, it + 1):
-                if (r := measure(candidate)).mean() >= target:
-                    medium_it, medium_returns = candidate, r
-                    break
-            if medium_it != expert_it:
-                break
-    else:
-        print(f"warning: no snapshot before the expert reached the medium target {target:.0f}; "
-              "medium = expert (train longer).")
+    saved = torch.load(ckpt_path, weights_only=False)
+    snaps, env_obj = saved["snapshots"], make_env(cfg.env)
+    if not snaps:
+        raise DataError(f"{run_dir} has no snapshots yet: train past --snapshot-every steps.")
+    means = np.array([np.mean(x["returns"]) for x in snaps])
+    late = [i for i, x in enumerate(snaps) if x["step"] >= (1 - cfg.late_fraction) * saved["step"]]
+    expert_i = max(late, key=lambda i: means[i])
+    medium_i = next((i for i in range(expert_i) if means[i] >= MEDIUM_LEVEL[cfg.env]), None)
+    if medium_i is None:
+        medium_i = int(np.argmin(np.abs(means[:expert_i + 1] - MEDIUM_LEVEL[cfg.env])))
+        print(f"warning: no snapshot before the expert reached D4RL's medium level "
+              f"{MEDIUM_LEVEL[cfg.env]:.0f}; medium = the closest one (train longer).")
+    info = dict(env_id=ENVS[cfg.env], seed=saved["config"]["seed"], algorithm="TD3",
+                td3={k: saved["config"][k] for k in (
+                    "batch_size", "hidden", "lr", "gamma", "tau", "explore", "target_noise",
+                    "target_noise_clip", "actor_every", "random_steps")},
+                trainer_steps=saved["step"], train_minutes_one_core=round(saved["minutes"], 1),
+                versions=versions())
     out = Path(cfg.policy_dir)
-    for level, it, returns in (("expert", expert_it, expert_returns),
-                               ("medium", medium_it, medium_returns)):
-        save_policy(out / f"{cfg.env}-{level}.npz", snapshot(it), **info, level=level,
-                    iteration=it, steps_at_snapshot=int(history["steps"][it]),
+    for level, i in (("expert", expert_i), ("medium", medium_i)):
+        policy = MlpPolicy.from_arrays(snaps[i]["arrays"])
+        noise, table = measure_noise(env_obj, policy, cfg.final_episodes, cfg.seed)
+        returns = evaluate_policy(env_obj, policy, MEASURE_SEED + np.arange(cfg.final_episodes))
+        save_policy(out / f"{cfg.env}-{level}.npz", policy, **info, level=level,
+                    steps_at_snapshot=snaps[i]["step"], training_eval=snaps[i]["returns"],
                     return_mean=float(returns.mean()), return_std=float(returns.std()),
                     episodes=len(returns), returns=[round(float(r), 3) for r in returns],
-                    normalized_score=float(normalized_score(cfg.env, returns.mean())))
-        print(f"{cfg.env}-{level}: iteration {it}, return {returns.mean():.1f} +- "
-              f"{returns.std():.1f} over {len(returns)} episodes")
-    n_keep = min(cfg.replay_snapshots, medium_it + 1)
-    keep = np.unique(np.linspace(0, medium_it, n_keep).astype(int))  # evenly spaced, in order
-    np.savez(out / f"{cfg.env}-replay.npz", weights=history["weights"][keep].astype(np.float32),
-             obs_mean=history["obs_mean"][keep].astype(np.float32),
-             obs_std=history["obs_std"][keep].astype(np.float32),
-             iteration=keep, steps=history["steps"][keep],
-             meta=json.dumps({**info, "level": "medium-replay", "medium_iteration": medium_it,
-                              "trainer_steps_to_medium": int(history["steps"][medium_it])}))
+                    normalized_score=float(normalized_score(cfg.env, returns.mean())),
+                    action_noise=noise, noise_table=table)
+        print(f"{cfg.env}-{level}: step {snaps[i]['step']:,}, return {returns.mean():.1f} +- "
+              f"{returns.std():.1f} over {len(returns)} episodes; action noise {noise} "
+              f"(mean, std by noise: {table})")
+    n_keep = min(cfg.replay_snapshots, medium_i + 1)
+    keep = np.unique(np.linspace(0, medium_i, n_keep).astype(int))  # evenly spaced, in order
+    stacked = {k: np.stack([snaps[i]["arrays"][k] for i in keep]).astype(np.float16)
+               for k in snaps[0]["arrays"]}
+    np.savez(out / f"{cfg.env}-replay.npz", **stacked,
+             steps=np.array([snaps[i]["step"] for i in keep]),
+             meta=json.dumps({**info, "level": "medium-replay",
+                              "trainer_steps_to_medium": snaps[medium_i]["step"]}))
 
 
 # ----------------------------------------------------------------------------- datasets
 
 def policy_sources(env, level, policy_dir):
-    """What a level rolls out, part by part (medium-expert: medium, then expert), and the
-    metadata to record. A part has its level name, its policy snapshots (weights (K, A, S),
-    obs_mean (K, S), obs_std (K, S); None for uniform random actions), the std of the parameter
-    noise drawn once per episode and the std of the Gaussian action noise."""
+    """What a level rolls out, part by part, and the metadata to record. A part is its level and
+    a list of segments (policy arrays or None for uniform actions, action-noise std, share of
+    the part)."""
     if level == "random":
-        return [dict(level=level, snapshots=None, param_noise=0.0, action_noise=0.0)], \
-            {"policy": "uniform random actions"}
-    if level == "medium-replay":  # the trainer's snapshots, perturbed as the trainer did
-        arrays, meta = read_npz(Path(policy_dir) / f"{env}-replay.npz")
-        snapshots = (arrays["weights"], arrays["obs_mean"], arrays["obs_std"])
-        return [dict(level=level, snapshots=snapshots, param_noise=meta["ars"]["explore"],
-                     action_noise=0.0)], meta
+        return [(level, [(None, 0.0, 1.0)])], {"policy": "uniform random actions"}
+    if level == "medium-replay":  # the trainer's data regenerated, in training order
+        arrays, meta = read_npz(Path(policy_dir) / f"{env}-replay.npz", env)
+        steps, total = arrays.pop("steps"), meta["trainer_steps_to_medium"]
+        warmup = min(meta["td3"]["random_steps"], total)
+        # snapshot k acts from its own step until the next snapshot's (the last until medium)
+        bounds = np.append(np.maximum(steps, warmup), total)
+        segments = [(None, 0.0, warmup / total)] if warmup else []
+        segments += [({k: v[i] for k, v in arrays.items()}, meta["td3"]["explore"],
+                      (bounds[i + 1] - bounds[i]) / total) for i in range(len(steps))
+                     if bounds[i + 1] > bounds[i]]
+        return [(level, segments)], meta
     parts, metas = [], {}
     for part in level.split("-"):
-        policy, metas[part] = load_policy(env, part, policy_dir)
-        snapshots = (policy.weights[None], policy.obs_mean[None], policy.obs_std[None])
-        parts.append(dict(level=part, snapshots=snapshots, param_noise=0.0,
-                          action_noise=ACTION_NOISE[env]))
+        arrays, metas[part] = read_npz(Path(policy_dir) / f"{env}-{part}.npz", env)
+        parts.append((part, [(arrays, metas[part]["action_noise"], 1.0)]))
     return parts, metas
 
 
@@ -390,14 +527,10 @@ def part_sizes(transitions, n_parts):
 def rollout_job(job):
     """Complete episodes until at least job['transitions'] steps (run in a worker process)."""
     env_obj, rng = make_env(job["env"]), np.random.default_rng(job["seed"])
+    policy = None if job["policy"] is None else MlpPolicy.from_arrays(job["policy"])
     episodes, n = [], 0
     while n < job["transitions"]:
-        w = c = None  # uniform random actions
-        if job["policy"] is not None:
-            weights, obs_mean, obs_std = job["policy"]
-            weights = weights + job["param_noise"] * rng.standard_normal(weights.shape)
-            w, c = LinearPolicy(weights, obs_mean, obs_std).affine()
-        episodes.append(run_episode(env_obj, w, c, int(rng.integers(2**31)),
+        episodes.append(run_episode(env_obj, policy, int(rng.integers(2**31)),
                                     action_noise=job["action_noise"], rng=rng))
         n += len(episodes[-1][2])
     return episodes
@@ -405,23 +538,21 @@ def rollout_job(job):
 
 def plan_jobs(env, sources, transitions, seed, chunk=20_000):
     """Split the work into jobs in the order their data is written. A job's seed depends only on
-    (seed, its part's level, its index), so medium-expert is medium followed by expert."""
+    (seed, its part's level, its index in the part), so medium-expert is medium followed by
+    expert, and the data are the same whatever the number of workers."""
     jobs = []
-    for part, (source, n_part) in enumerate(zip(sources, part_sizes(transitions, len(sources)))):
-        n_snap = 1 if source["snapshots"] is None else len(source["snapshots"][0])
-        if n_snap > 1:  # replay: snapshots in training order, each ~1000 steps at least
-            n_jobs = min(n_snap, max(1, n_part // 1000))
-        else:
-            n_jobs = -(-n_part // chunk)
-        for k in range(n_jobs):
-            snap = k * n_snap // n_jobs
-            seed_k = np.random.SeedSequence(seed, spawn_key=(LEVELS.index(source["level"]), k))
-            jobs.append(dict(env=env, part=part, seed=seed_k.generate_state(1)[0],
-                             transitions=n_part * (k + 1) // n_jobs - n_part * k // n_jobs,
-                             policy=None if source["snapshots"] is None else
-                             tuple(np.asarray(x[snap], np.float64) for x in source["snapshots"]),
-                             param_noise=source["param_noise"],
-                             action_noise=source["action_noise"]))
+    for part, ((level, segments), n_part) in enumerate(zip(sources, part_sizes(transitions,
+                                                                                len(sources)))):
+        first = len(jobs)
+        shares = np.cumsum([0.0] + [share for _, _, share in segments]) / sum(
+            share for _, _, share in segments)
+        for j, (policy, noise, _) in enumerate(segments):
+            n_segment = round(n_part * shares[j + 1]) - round(n_part * shares[j])
+            for n_job in part_sizes(n_segment, -(-n_segment // chunk)):
+                seed_k = np.random.SeedSequence(seed, spawn_key=(LEVELS.index(level),
+                                                                 len(jobs) - first))
+                jobs.append(dict(env=env, part=part, seed=seed_k.generate_state(1)[0],
+                                 transitions=n_job, policy=policy, action_noise=noise))
     return jobs
 
 
@@ -476,8 +607,8 @@ def make_dataset(env, level, transitions=None, out=None, seed=0, workers=2, poli
     # returns of the episodes written whole (none in a file shorter than one episode)
     ret_mean, ret_std = (returns.mean(), returns.std()) if len(returns) else (np.nan, np.nan)
     attrs = dict(env_id=ENVS[env], level=level, seed=seed, policy=json.dumps(meta, sort_keys=True),
-                 versions=versions(), action_noise=[s["action_noise"] for s in sources],
-                 param_noise=[s["param_noise"] for s in sources],
+                 versions=versions(),
+                 action_noise=[noise for _, segments in sources for _, noise, _ in segments],
                  episode_return_mean=ret_mean, episode_return_std=ret_std,
                  episodes=len(returns), generation_seconds=round(time.time() - start, 1))
     path = write_d4rl_hdf5(out, *arrays, attrs=attrs)
@@ -501,21 +632,27 @@ def add_config_arguments(parser, config_cls):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    add_config_arguments(commands.add_parser("train", help="train ARS behaviour policies"),
+    add_config_arguments(commands.add_parser("train", help="train TD3 behaviour policies"),
                          TrainConfig)
     add_config_arguments(commands.add_parser("export", help="re-pick medium / expert from a "
-                                             "finished training run"), TrainConfig)
+                                             "training run"), TrainConfig)
     add_config_arguments(commands.add_parser("dataset", help="write a D4RL-schema dataset"),
                          DatasetConfig)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     try:
-        if command == "train":
-            train(TrainConfig(**{**args, "env": env_key(args["env"])}))
-        elif command == "export":
-            export_policies(TrainConfig(**{**args, "env": env_key(args["env"])}))
+        if command in ("train", "export"):
+            cfg = TrainConfig(**{**args, "env": env_key(args["env"])})
+            if min(cfg.steps, cfg.batch_size, cfg.hidden, cfg.snapshot_every,
+                   cfg.checkpoint_every, cfg.eval_episodes, cfg.threads) < 1:
+                raise DataError("--steps, --batch-size, --hidden, --snapshot-every, "
+                                "--checkpoint-every, --eval-episodes and --threads must be "
+                                "positive.")
+            (train if command == "train" else export_policies)(cfg)
         else:
             cfg = DatasetConfig(**args)
+            if cfg.out and Path(cfg.out).is_dir():
+                raise DataError(f"--out {cfg.out} is a folder: give a file name ending in .hdf5.")
             make_dataset(cfg.env, cfg.level, cfg.transitions or None, cfg.out or None, cfg.seed,
                          cfg.workers, cfg.policy_dir)
     except DataError as e:
