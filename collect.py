@@ -31,17 +31,15 @@ Glossary of array dimensions:
   H  hidden width of the actor and critic MLPs       K  actor snapshots kept
   T  steps in one episode (at most the env's 1000-step limit)
 """
-import argparse
 import contextlib
 import copy
 import dataclasses
 import functools
 import json
 import multiprocessing
-import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -52,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from cli import atomic_write, option, parse_config
 from data import (ENVS, LEVELS, DataError, dataset_path, env_key, normalized_score,
                   write_d4rl_hdf5)
 
@@ -64,53 +63,49 @@ NOISE_CHOICES = (0.0, 0.1, 0.2, 0.3)  # Gaussian action-noise stds tried for eac
 EVAL_SEED, MEASURE_SEED = 1_000_000, 2_000_000  # periodic evaluations / export measurements
 
 
-def field_help(default, doc):
-    return field(default=default, metadata={"help": doc})
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    env: str = field_help("hopper", "environment: hopper | halfcheetah | walker2d")
-    steps: int = field_help(1_000_000, "env steps to train for (one update per step)")
-    max_minutes: float = field_help(0.0, "stop (checkpointed, resumable) after this much wall "
+    env: str = option("hopper", "environment: hopper | halfcheetah | walker2d")
+    steps: int = option(1_000_000, "env steps to train for (one update per step)")
+    max_minutes: float = option(0.0, "stop (checkpointed, resumable) after this much wall "
                                          "time in this call; 0: no limit")
-    seed: int = field_help(0, "training seed (networks, exploration, episode seeds)")
-    random_steps: int = field_help(25_000, "uniform-random actions before learning starts")
-    batch_size: int = field_help(100, "transitions per update (the TD3 paper's 100)")
-    hidden: int = field_help(256, "H, width of the two hidden layers of actor and critics")
-    lr: float = field_help(3e-4, "Adam learning rate of actor and critics")
-    gamma: float = field_help(0.99, "discount")
-    tau: float = field_help(0.005, "target networks move this fraction towards the online ones")
-    explore: float = field_help(0.1, "std of the Gaussian exploration noise on actions")
-    target_noise: float = field_help(0.2, "std of the target policy smoothing noise")
-    target_noise_clip: float = field_help(0.5, "the smoothing noise is clipped to +- this")
-    actor_every: int = field_help(2, "actor and targets update once per this many critic updates")
-    checkpoint_every: int = field_help(20_000, "save a resumable checkpoint after the episode "
+    seed: int = option(0, "training seed (networks, exploration, episode seeds)")
+    random_steps: int = option(25_000, "uniform-random actions before learning starts")
+    batch_size: int = option(100, "transitions per update (the TD3 paper's 100)")
+    hidden: int = option(256, "H, width of the two hidden layers of actor and critics")
+    lr: float = option(3e-4, "Adam learning rate of actor and critics")
+    gamma: float = option(0.99, "discount")
+    tau: float = option(0.005, "target networks move this fraction towards the online ones")
+    explore: float = option(0.1, "std of the Gaussian exploration noise on actions")
+    target_noise: float = option(0.2, "std of the target policy smoothing noise")
+    target_noise_clip: float = option(0.5, "the smoothing noise is clipped to +- this")
+    actor_every: int = option(2, "actor and targets update once per this many critic updates")
+    checkpoint_every: int = option(20_000, "save a resumable checkpoint after the episode "
                                                "that crosses every this many env steps")
-    snapshot_every: int = field_help(10_000, "keep and evaluate an actor snapshot every this "
+    snapshot_every: int = option(10_000, "keep and evaluate an actor snapshot every this "
                                              "many env steps")
-    eval_episodes: int = field_help(10, "episodes per snapshot evaluation (deterministic actor)")
-    threads: int = field_help(1, "torch threads (one core per env trains three envs at once)")
-    resume: bool = field_help(False, "continue the run in runs/td3-{env}/ up to --steps")
-    late_fraction: float = field_help(0.5, "expert = the best snapshot in the last this "
+    eval_episodes: int = option(10, "episodes per snapshot evaluation (deterministic actor)")
+    threads: int = option(1, "torch threads (one core per env trains three envs at once)")
+    resume: bool = option(False, "continue the run in runs/td3-{env}/ up to --steps")
+    late_fraction: float = option(0.5, "expert = the best snapshot in the last this "
                                            "fraction of training")
-    replay_snapshots: int = field_help(30, "at most this many snapshots kept for medium-replay")
-    final_episodes: int = field_help(10, "episodes measuring each exported policy and noise")
-    policy_dir: str = field_help(str(POLICY_DIR), "where the exported policies go")
-    log_dir: str = field_help("runs", "where the training run goes (runs/td3-{env}/)")
+    replay_snapshots: int = option(30, "at most this many snapshots kept for medium-replay")
+    final_episodes: int = option(10, "episodes measuring each exported policy and noise")
+    policy_dir: str = option(str(POLICY_DIR), "where the exported policies go")
+    log_dir: str = option("runs", "where the training run goes (runs/td3-{env}/)")
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    env: str = field_help("hopper", "environment: hopper | halfcheetah | walker2d")
-    level: str = field_help("medium", "random | medium | medium-replay | expert | medium-expert")
-    transitions: int = field_help(0, "transitions to write (0: 1M, 2M for medium-expert, "
+    env: str = option("hopper", "environment: hopper | halfcheetah | walker2d")
+    level: str = option("medium", "random | medium | medium-replay | expert | medium-expert")
+    transitions: int = option(0, "transitions to write (0: 1M, 2M for medium-expert, "
                                      "the trainer's steps up to medium, at most 1M, for "
                                      "medium-replay)")
-    out: str = field_help("", "output file (default data/{env}-{level}.hdf5)")
-    seed: int = field_help(0, "dataset seed (episode seeds and action noise)")
-    workers: int = field_help(2, "rollout processes")
-    policy_dir: str = field_help(str(POLICY_DIR), "where the committed policies live")
+    out: str = option("", "output file (default data/{env}-{level}.hdf5)")
+    seed: int = option(0, "dataset seed (episode seeds and action noise)")
+    workers: int = option(2, "rollout processes")
+    policy_dir: str = option(str(POLICY_DIR), "where the committed policies live")
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -125,16 +120,6 @@ def make_env(env):
 def versions():
     return {"numpy": np.__version__, "torch": torch.__version__, "gymnasium": gym.__version__,
             "mujoco": mujoco.__version__, "python": sys.version.split()[0]}
-
-
-def atomic_save(obj, path):
-    """torch.save through a temporary file and a rename: a kill leaves the old file whole."""
-    path, tmp = Path(path), Path(f"{path}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -311,7 +296,7 @@ def save_checkpoint(s, cfg, path):
     state.update(rng=s["rng"].bit_generator.state, torch_rng=torch.get_rng_state(),
                  buffer={k: v[:s["step"]].clone() for k, v in s["buffer"].items()},
                  config=dataclasses.asdict(cfg))
-    atomic_save(state, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(cfg, path, obs_dim, act_dim):
@@ -618,31 +603,35 @@ def make_dataset(env, level, transitions=None, out=None, seed=0, workers=2, poli
     return path
 
 
+def resolve_dataset(env, level, data_dir="data"):
+    """The named dataset's path, generating it from policies/ first if it is missing (what
+    `train.py --env E --dataset L` reads)."""
+    path = dataset_path(env, level, data_dir)
+    if path.exists():
+        return path
+    print(f"{path} not found: generating it from policies/ (a few minutes, once; the same as "
+          f"`python collect.py dataset --env {env_key(env)} --level {level}`)", flush=True)
+    return Path(make_dataset(env_key(env), level, out=path))
+
+
 # ----------------------------------------------------------------------------- command line
 
-def add_config_arguments(parser, config_cls):
-    for f in dataclasses.fields(config_cls):
-        name, kind = f"--{f.name.replace('_', '-')}", type(f.default)
-        if kind is bool:
-            parser.add_argument(name, action="store_true", help=f.metadata["help"])
-        else:
-            parser.add_argument(name, type=kind, default=f.default, help=f.metadata["help"])
+COMMANDS = {"train": (TrainConfig, "train a TD3 behaviour policy (resumable)"),
+            "export": (TrainConfig, "re-pick medium / expert / replay from a training run"),
+            "dataset": (DatasetConfig, "write a D4RL-schema dataset for one level")}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_config_arguments(commands.add_parser("train", help="train TD3 behaviour policies"),
-                         TrainConfig)
-    add_config_arguments(commands.add_parser("export", help="re-pick medium / expert from a "
-                                             "training run"), TrainConfig)
-    add_config_arguments(commands.add_parser("dataset", help="write a D4RL-schema dataset"),
-                         DatasetConfig)
-    args = vars(parser.parse_args(argv))
-    command = args.pop("command")
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"  python collect.py {name} --help   {doc}" for name, (_, doc) in COMMANDS.items()]
+        print(__doc__.split("\n\n")[0] + "\n\ncommands:\n" + "\n".join(lines))
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    command, (config_cls, doc) = argv[0], COMMANDS[argv[0]]
     try:
+        cfg = parse_config(config_cls, argv[1:], f"python collect.py {command}: {doc}")
+        cfg = dataclasses.replace(cfg, env=env_key(cfg.env))
         if command in ("train", "export"):
-            cfg = TrainConfig(**{**args, "env": env_key(args["env"])})
             if min(cfg.steps, cfg.batch_size, cfg.hidden, cfg.snapshot_every,
                    cfg.checkpoint_every, cfg.eval_episodes, cfg.threads) < 1:
                 raise DataError("--steps, --batch-size, --hidden, --snapshot-every, "
@@ -650,9 +639,11 @@ def main(argv=None):
                                 "positive.")
             (train if command == "train" else export_policies)(cfg)
         else:
-            cfg = DatasetConfig(**args)
             if cfg.out and Path(cfg.out).is_dir():
                 raise DataError(f"--out {cfg.out} is a folder: give a file name ending in .hdf5.")
+            if cfg.transitions < 0 or cfg.workers < 1:
+                raise DataError("--transitions must be 0 (the default size) or more and "
+                                "--workers at least 1.")
             make_dataset(cfg.env, cfg.level, cfg.transitions or None, cfg.out or None, cfg.seed,
                          cfg.workers, cfg.policy_dir)
     except DataError as e:

@@ -30,16 +30,16 @@ Glossary of dimension letters:
   K  steps in a window (context length)
   obs, act  observation and action sizes
 """
-import argparse
 import json
-import os
 import sys
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
+
+from cli import atomic_write, option, parse_config
 
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
@@ -55,10 +55,9 @@ MAKE_DATASET = "python collect.py dataset --env ENV --level LEVEL"
 
 @dataclass
 class InspectConfig:
-    data: str = field(metadata={"help": "a D4RL .hdf5 file or a Minari dataset folder"})
-    env: str = field(default="", metadata={"help": "check sizes against this env and print "
-                                                   "normalised returns (hopper | halfcheetah | "
-                                                   "walker2d)"})
+    data: str = option(None, "a D4RL .hdf5 file or a Minari dataset folder", positional=True)
+    env: str = option("", "check sizes against this env and print normalised returns "
+                          "(hopper | halfcheetah | walker2d)")
 
 
 class DataError(ValueError):
@@ -113,6 +112,9 @@ def _clean_columns(source: str, columns: dict) -> dict:
         if value.ndim != (2 if is_matrix else 1):
             raise DataError(f"{source}: {name} has shape {value.shape} but should be "
                             f"{'(N, size)' if is_matrix else '(N,)'}; regenerate the file.")
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise DataError(f"{source}: {name} holds {value.dtype} values, not numbers; "
+                            "regenerate the file.")
         out[name] = value.astype(bool) if name in ("terminals", "timeouts") else (
             value.astype(np.float32))
     lengths = {name: len(value) for name, value in out.items()}
@@ -169,6 +171,10 @@ def _read_minari(f: h5py.File, source: str) -> list[Trajectory]:
     trajectories = []
     for name in names:
         episode, where = f[name], f"{source} {name}"
+        if not isinstance(episode, h5py.Group):
+            raise DataError(f"{where} is a single array, not an episode group; a Minari file "
+                            "stores each episode as a group of observations, actions, rewards, "
+                            "terminations and truncations.")
         _missing_keys(where, episode, MINARI_KEYS, "a Minari episode")
         obs, actions = episode["observations"][()], episode["actions"][()]
         if len(obs) != len(actions) + 1:
@@ -218,17 +224,15 @@ def write_d4rl_hdf5(path, observations, actions, rewards, terminals, timeouts,
         "observations": observations, "actions": actions, "rewards": rewards,
         "terminals": terminals, "timeouts": timeouts})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             for name, value in columns.items():
                 f.create_dataset(name, data=value)
             for key, value in (attrs or {}).items():
                 plain = isinstance(value, (str, int, float, bool, np.number))
                 f.attrs[key] = value if plain else json.dumps(value)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write)  # readers see the old file or the whole new one, never half
     return path
 
 
@@ -257,18 +261,6 @@ def dataset_path(env: str, level: str, data_dir="data") -> Path:
     if level not in LEVELS:
         raise DataError(f"unknown dataset level {level!r}: choose one of {', '.join(LEVELS)}.")
     return Path(data_dir) / f"{env_key(env)}-{level}.hdf5"
-
-
-def resolve_dataset(env: str, level: str, data_dir="data") -> Path:
-    """The named dataset's path, generating it from policies/ with collect.py if it is missing."""
-    path = dataset_path(env, level, data_dir)
-    if path.exists():
-        return path
-    print(f"{path} not found: generating it from policies/ with collect.py (a few minutes, "
-          f"once; the same as `python collect.py dataset --env {env_key(env)} --level {level}`)",
-          flush=True)
-    import collect  # lazily: only dataset generation needs rollouts and policies
-    return Path(collect.make_dataset(env_key(env), level, out=path))
 
 
 # ----------------------------------------------------------------------------- training windows
@@ -350,13 +342,7 @@ class TrajectoryDataset:
 
 def main(argv=None) -> None:
     """python data.py PATH [--env ENV]: print what a dataset holds, as JSON."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    for f in fields(InspectConfig):
-        if f.default is MISSING:
-            parser.add_argument(f.name, help=f.metadata["help"])
-        else:
-            parser.add_argument(f"--{f.name}", default=f.default, help=f.metadata["help"])
-    cfg = InspectConfig(**vars(parser.parse_args(argv)))
+    cfg = parse_config(InspectConfig, argv, main.__doc__)
     try:
         dataset = TrajectoryDataset(load_trajectories(cfg.data))
         summary = dataset.summary()

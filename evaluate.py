@@ -25,12 +25,11 @@ Glossary of dimension letters:
   T  the env's time limit (steps)        K  context length (env steps in a window)
   obs, act  observation and action sizes
 """
-import argparse
-import json
+import math
 import os
 import sys
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cli import option, parse_config, write_json
 from data import ENVS, DataError, env_key, normalized_score
 from dt import DecisionConfig, DecisionModel
 
@@ -48,23 +48,20 @@ EVAL_SEED = 10_000  # episode i of an evaluation resets its env with seed EVAL_S
 
 @dataclass
 class EvalConfig:
-    run_dir: str = field(metadata={"help": "run folder written by train.py (holds ckpt.pt)"})
-    episodes: int = field(default=10, metadata={"help": "episodes, run together as one batch"})
-    target: list = field(default=None, metadata={
-        "help": "target return(s) to condition on; several give one result each (default: the "
-                "run's target, else hopper 3600, halfcheetah 12000, walker2d 5000)",
-        "nargs": "+", "type": float})
-    mode: str = field(default="auto", metadata={
-        "help": "auto | window | recurrent; auto = the run's eval mode (recurrent for a Mamba "
-                "trained with --context full, window otherwise)"})
-    seed: int = field(default=EVAL_SEED, metadata={"help": "episode i resets with seed SEED + i"})
-    video: str = field(default=None, metadata={
-        "help": "write episode 0 of the first target as a video (.mp4 needs imageio[ffmpeg], "
-                ".gif works with Pillow); rendering uses MUJOCO_GL (egl unless set)"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    max_episode_steps: int = field(default=None, metadata={
-        "help": "cut episodes at this many steps instead of the env's limit (1000); for quick checks",
-        "type": int})
+    run_dir: str = option(None, "run folder written by train.py (holds ckpt.pt)", positional=True)
+    episodes: int = option(10, "episodes, run together as one batch")
+    target: list = option(None, "target return(s) to condition on; several give one result "
+                                "each (default: the run's target, else hopper 3600, halfcheetah "
+                                "12000, walker2d 5000)", type=float, nargs="+")
+    mode: str = option("auto", "auto | window | recurrent; auto = the run's eval mode (recurrent "
+                               "for a Mamba trained with --context full, window otherwise)")
+    seed: int = option(EVAL_SEED, "episode i resets with seed SEED + i")
+    video: str = option(None, "write episode 0 of the first target as a video (.mp4 needs "
+                              "imageio[ffmpeg], .gif works with Pillow); rendering uses MUJOCO_GL "
+                              "(egl unless set)", type=str)
+    device: str = option("auto", "auto | cpu | cuda")
+    max_episode_steps: int = option(None, "cut episodes at this many steps instead of the env's "
+                                          "limit (1000); for quick checks", type=int)
 
 
 class EvalError(ValueError):
@@ -137,20 +134,79 @@ def load_run(run_dir, device="cpu"):
 
 # ----------------------------------------------------------------------------- the rollout
 
+class WindowActor:
+    """Re-encode the last K steps at every env step, exactly the windows seen in training.
+
+    Index convention: at env step t the model reads steps max(0, t-K+1) .. t, i.e. (R_i, s_i,
+    a_i) for those i, and predicts a_t at the output of s_t. The slot a_t is still zero when
+    read; the causal backbone cannot see it from s_t anyway."""
+
+    def __init__(self, model, episodes, horizon, obs_dim, act_dim, device):
+        self.model, self.context_len = model, model.config.context_len
+        self.last_time = model.config.max_ep_len - 1  # timesteps past the table are clipped
+        self.states = torch.zeros(episodes, horizon, obs_dim, device=device)  # (N, T, obs)
+        self.actions = torch.zeros(episodes, horizon, act_dim, device=device)  # (N, T, act)
+        self.rtg = torch.zeros(episodes, horizon, 1, device=device)  # (N, T, 1)
+
+    def act(self, rtg, states, t):  # (n, 1), (n, obs) -> (n, act)
+        self.states[:, t], self.rtg[:, t] = states, rtg
+        lo, n = max(0, t + 1 - self.context_len), len(states)
+        times = torch.arange(lo, t + 1, device=states.device).clamp(max=self.last_time)  # (k,)
+        action_pred, _ = self.model(self.states[:, lo:t + 1], self.actions[:, lo:t + 1],
+                                    self.rtg[:, lo:t + 1], times.expand(n, -1),
+                                    torch.ones(n, t + 1 - lo, device=states.device),
+                                    last_only=True)  # (n, 1, act)
+        return action_pred[:, -1]
+
+    def took(self, action, t):  # the action sent to the env fills the slot a_t
+        self.actions[:, t] = action
+
+    def keep(self, rows):  # rows (n,) bool: the episodes still running
+        self.states, self.actions, self.rtg = self.states[rows], self.actions[rows], self.rtg[rows]
+
+
+class RecurrentActor:
+    """Mamba only: carry the backbone's fixed-size cache through the episode; R_t and s_t go
+    in before the action is read at s_t, a_t goes in after it is chosen: constant cost per step."""
+
+    def __init__(self, model, episodes, device):
+        self.model, self.last_time = model, model.config.max_ep_len - 1
+        self.cache = model.init_cache(episodes, device)  # fixed size, whatever t is
+
+    def _time(self, n, t, device):
+        return torch.full((n,), min(t, self.last_time), device=device)  # (n,)
+
+    def act(self, rtg, states, t):  # (n, 1), (n, obs) -> (n, act)
+        action, self.cache = self.model.step(rtg, states, self._time(len(states), t,
+                                                                     states.device), self.cache)
+        return action
+
+    def took(self, action, t):  # a_t enters the cache
+        self.cache = self.model.step_action(action, self._time(len(action), t, action.device),
+                                            self.cache)
+
+    def keep(self, rows):
+        self.cache = _select_rows(self.cache, rows)
+
+
 @torch.inference_mode()
 def evaluate(model, env, state_mean, state_std, return_scale, target_return, episodes=10,
-             seed=EVAL_SEED, mode="window", context_len=20, device="cpu",
+             seed=EVAL_SEED, mode="window", context_len=None, device="cpu",
              max_episode_steps=None, video=None, progress=False, env_kwargs=None) -> dict:
     """Run `episodes` episodes of `env` as one batch, conditioned on `target_return`.
 
     Returns plain numbers: mean/std of return and D4RL-normalised score, the fractions that fell
     (terminated) and that reached the time limit (truncated), episode lengths, seeds, mode, wall
     time. `video` (a path) records episode 0; env_kwargs go to gym.make (e.g.
-    terminate_when_unhealthy=False for fixed-length timing runs).
+    terminate_when_unhealthy=False for fixed-length timing runs). The window is the model's
+    context length (context_len is accepted for older callers and must agree).
     """
     env = env_key(env)
     if mode not in MODES:
         raise EvalError(f"unknown mode {mode!r}: choose window or recurrent.")
+    if context_len is not None and context_len != model.config.context_len:
+        raise EvalError(f"context_len {context_len} differs from the model's "
+                        f"{model.config.context_len}; pass the model's.")
     start_time = time.perf_counter()
     device = torch.device(device)
     model.eval()
@@ -163,46 +219,20 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
     high = torch.as_tensor(envs[0].action_space.high, device=device)  # (act,)
     mean = torch.as_tensor(state_mean, dtype=torch.float32, device=device)  # (obs,)
     std = torch.as_tensor(state_std, dtype=torch.float32, device=device)  # (obs,)
-    last_time = model.config.max_ep_len - 1  # timesteps past the embedding table are clipped
+    actor = (WindowActor(model, episodes, horizon, len(mean), len(low), device)
+             if mode == "window" else RecurrentActor(model, episodes, device))
 
     obs = np.stack([e.reset(seed=s)[0] for e, s in zip(envs, seeds)])  # (N, obs) f64
     rows = np.arange(episodes)  # episode index of each batch row still running
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
     fell, cut = np.zeros(episodes, dtype=bool), np.zeros(episodes, dtype=bool)
     rtg = torch.full((episodes, 1), target_return / return_scale, device=device)  # (n, 1)
-    if mode == "window":
-        # Index convention: at env step t the model reads steps max(0, t-K+1) .. t, i.e.
-        # (R_i, s_i, a_i) for those i, and predicts a_t at the output of s_t. The slot a_t is
-        # still zero when read; the causal backbone cannot see it from s_t anyway.
-        history_states = torch.zeros(episodes, horizon, len(mean), device=device)  # (N, T, obs)
-        history_actions = torch.zeros(episodes, horizon, len(low), device=device)  # (N, T, act)
-        history_rtg = torch.zeros(episodes, horizon, 1, device=device)  # (N, T, 1)
-    else:
-        cache = model.init_cache(episodes, device)  # fixed size, whatever t is
     frames = [envs[0].render()] if video else []
-
     bar = tqdm(total=horizon, desc=f"eval {env} x{episodes}", leave=False, disable=not progress)
     for t in range(horizon):
         states = (torch.as_tensor(obs, dtype=torch.float32, device=device) - mean) / std  # (n, obs)
-        if mode == "window":
-            history_states[:, t], history_rtg[:, t] = states, rtg
-            lo = max(0, t + 1 - context_len)
-            window_time = torch.arange(lo, t + 1, device=device).clamp(max=last_time)  # (k,)
-            action_pred, _ = model(history_states[:, lo:t + 1], history_actions[:, lo:t + 1],
-                                   history_rtg[:, lo:t + 1], window_time.expand(len(rows), -1),
-                                   torch.ones(len(rows), t + 1 - lo, device=device),
-                                   last_only=True)  # (n, 1, act)
-            action = action_pred[:, -1].float()  # (n, act), read at s_t
-        else:
-            timestep = torch.full((len(rows),), min(t, last_time), device=device)  # (n,)
-            action, cache = model.step(rtg, states, timestep, cache)  # (n, act)
-            action = action.float()
-        action = action.clamp(low, high)  # (n, act)
-        if mode == "window":
-            history_actions[:, t] = action
-        else:
-            cache = model.step_action(action, timestep, cache)  # a_t enters the cache
-
+        action = actor.act(rtg, states, t).float().clamp(low, high)  # (n, act)
+        actor.took(action, t)
         actions = action.cpu().numpy()  # (n, act)
         rewards, done = np.zeros(len(rows)), np.zeros(len(rows), dtype=bool)  # (n,)
         for i, episode in enumerate(rows):
@@ -216,14 +246,9 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
         rtg = rtg - torch.as_tensor(rewards / return_scale, dtype=torch.float32,
                                     device=device)[:, None]  # R_{t+1} = R_t - r_t
         if done.any():  # finished episodes leave the batch
-            keep = ~done
-            keep_t = torch.as_tensor(keep, device=device)
-            rows, obs, rtg = rows[keep], obs[keep], rtg[keep_t]
-            if mode == "window":
-                history_states, history_actions, history_rtg = (
-                    history_states[keep_t], history_actions[keep_t], history_rtg[keep_t])
-            else:
-                cache = _select_rows(cache, keep_t)
+            keep = torch.as_tensor(~done, device=device)
+            rows, obs, rtg = rows[~done], obs[~done], rtg[keep]
+            actor.keep(keep)
         bar.update(1)
         bar.set_postfix(running=len(rows), refresh=False)
         if len(rows) == 0:
@@ -255,11 +280,23 @@ def summary_line(result: dict) -> str:
             f"time limit, mean length {result['length_mean']:.0f}, {result['wall_time_s']:.1f} s)")
 
 
-def evaluate_run(cfg: EvalConfig) -> dict:
-    """Load a run folder, evaluate it for each target, write RUN_DIR/eval.json; return it."""
-    device = resolve_device(cfg.device)
+def check_config(cfg: EvalConfig) -> None:
     if cfg.episodes < 1:
         raise EvalError(f"--episodes must be at least 1, got {cfg.episodes}.")
+    if not 0 <= cfg.seed < 2**32 - cfg.episodes:
+        raise EvalError(f"--seed must be 0 or more (and below 2**32), got {cfg.seed}.")
+    if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
+        raise EvalError(f"--max-episode-steps must be at least 1, got {cfg.max_episode_steps}.")
+    for target in cfg.target or []:
+        if not math.isfinite(target):
+            raise EvalError(f"--target must be a finite return, got {target}.")
+
+
+def evaluate_run(cfg: EvalConfig) -> dict:
+    """Load a run folder, evaluate it for each target, print the results, then write
+    RUN_DIR/eval.json; return the report."""
+    check_config(cfg)
+    device = resolve_device(cfg.device)
     model, ckpt = load_run(cfg.run_dir, device)
     train_cfg = ckpt["config"]
     mode = resolve_mode(train_cfg.get("eval_mode", "auto") if cfg.mode == "auto" else cfg.mode,
@@ -269,42 +306,32 @@ def evaluate_run(cfg: EvalConfig) -> dict:
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when MuJoCo renders
     results = [evaluate(model, ckpt["env"], ckpt["state_mean"], ckpt["state_std"],
                         ckpt["return_scale"], target, episodes=cfg.episodes, seed=cfg.seed,
-                        mode=mode, context_len=model.config.context_len, device=device,
-                        max_episode_steps=cfg.max_episode_steps,
+                        mode=mode, device=device, max_episode_steps=cfg.max_episode_steps,
                         video=cfg.video if i == 0 else None, progress=True)
                for i, target in enumerate(targets)]
     report = {"run_dir": str(cfg.run_dir), "env": ckpt["env"], "model": train_cfg.get("model"),
               "step": ckpt["step"], "device": str(device), "config": asdict(cfg),
               "results": results}
+    print(f"{report['run_dir']} ({report['model']}, {report['env']}, step {report['step']}):")
+    for result in results:
+        print("  " + summary_line(result))
     path = Path(cfg.run_dir) / "eval.json"
-    tmp = path.with_name(f".eval.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    try:
+        write_json(path, report)
+    except OSError as e:
+        raise EvalError(f"cannot write {path} ({e.strerror or e}); the results are printed "
+                        "above; free some disk space or fix the folder's permissions.") from None
+    print(f"wrote {path}")
     return report
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate a train.py run folder in its env "
-                                                 "(all episodes as one batch); writes eval.json.")
-    for f in fields(EvalConfig):
-        extra = {k: v for k, v in f.metadata.items() if k != "help"}
-        if f.default is MISSING:
-            parser.add_argument(f.name, help=f.metadata["help"])
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default,
-                                help=f.metadata["help"] + ("" if f.default is None
-                                                           else " (default: %(default)s)"),
-                                **({"type": type(f.default)} if f.default is not None else {}),
-                                **extra)
-    cfg = EvalConfig(**vars(parser.parse_args(argv)))
     try:
-        report = evaluate_run(cfg)
+        evaluate_run(parse_config(EvalConfig, argv, "Evaluate a train.py run folder in its env "
+                                                    "(all episodes as one batch); writes "
+                                                    "eval.json."))
     except (EvalError, DataError) as e:
         sys.exit(f"error: {e}")
-    print(f"{report['run_dir']} ({report['model']}, {report['env']}, step {report['step']}):")
-    for result in report["results"]:
-        print("  " + summary_line(result))
-    print(f"wrote {Path(cfg.run_dir) / 'eval.json'}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ Glossary of dimension letters:
   B  windows in a batch (--batch-size)     K  env steps in a window (--context)
   obs, act  observation and action sizes
 """
-import argparse
 import json
 import math
 import os
@@ -33,26 +32,24 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (ENVS, LEVELS, DataError, TrajectoryDataset, check_fits_env, load_trajectories,
-                  normalized_score, resolve_dataset)
-from dt import DecisionConfig, DecisionModel
-from ssm import default_scan_backend
+from cli import atomic_write, given_flags, option, write_json
+from collect import resolve_dataset
+from data import ENVS, LEVELS, DataError, TrajectoryDataset, check_fits_env, load_trajectories, \
+    normalized_score
+from dt import DecisionConfig, DecisionModel, ModelError
 from evaluate import EVAL_SEED, TARGET_RETURNS, EvalError, evaluate, resolve_device, \
     resolve_mode, summary_line
+from ssm import default_scan_backend
 
 MODELS = {"dt": "gpt", "mamba": "mamba"}  # --model -> DecisionConfig.backbone
 MAX_EP_LEN = 1000  # the envs' time limit; rows of the timestep embedding
-
-
-def option(default, doc, **argparse_kw):
-    return field(default=default, metadata={"help": doc, **argparse_kw})
 
 
 @dataclass
@@ -117,10 +114,10 @@ class TrainError(ValueError):
     """A problem the user can fix; the message is one sentence saying what to do."""
 
 
-# ----------------------------------------------------------------------------- small pieces
+# ----------------------------------------------------------------------------- checks
 
 def check_config(cfg: TrainConfig) -> None:
-    """TrainError for settings that cannot work, listing the choices."""
+    """TrainError for settings that cannot work, before anything is loaded or written."""
     choices = {"model": tuple(MODELS), "env": tuple(ENVS), "dataset": LEVELS,
                "device": ("auto", "cpu", "cuda"), "eval_mode": ("auto", "window", "recurrent"),
                "preset": (None, *PRESETS)}
@@ -131,9 +128,31 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.context != "full" and not (cfg.context.isdigit() and int(cfg.context) >= 1):
         raise TrainError(f"--context must be a positive number of steps or 'full', "
                          f"got {cfg.context!r}.")
-    for name in ("steps", "batch_size", "log_every", "save_every", "eval_episodes", "d_model"):
-        if getattr(cfg, name) < 1:
-            raise TrainError(f"--{name.replace('_', '-')} must be at least 1.")
+    bounds = {  # name: (lowest allowed, why)
+        "steps": 1, "batch_size": 1, "log_every": 1, "save_every": 1, "eval_episodes": 1,
+        "d_model": 1, "n_layer": 1, "mamba_n_layer": 1, "n_head": 1, "warmup_steps": 0,
+        "eval_every": 0, "seed": 0, "eval_seed": 0}
+    for name, lowest in bounds.items():
+        if getattr(cfg, name) < lowest:
+            raise TrainError(f"--{name.replace('_', '-')} must be at least {lowest}, "
+                             f"got {getattr(cfg, name)}.")
+    if cfg.seed >= 2**32 or cfg.eval_seed >= 2**32:
+        raise TrainError("--seed and --eval-seed must be below 2**32.")
+    if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
+        raise TrainError(f"--max-episode-steps must be at least 1, got {cfg.max_episode_steps}.")
+    for name in ("lr", "grad_clip", "return_scale"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise TrainError(f"--{name.replace('_', '-')} must be a positive number, got {value}.")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise TrainError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}.")
+    if not 0 <= cfg.dropout < 1:
+        raise TrainError(f"--dropout must be in [0, 1), got {cfg.dropout}.")
+    if cfg.target is not None and not math.isfinite(cfg.target):
+        raise TrainError(f"--target must be a finite return, got {cfg.target}.")
+    if cfg.model == "dt" and cfg.d_model % cfg.n_head:
+        raise TrainError(f"--d-model {cfg.d_model} must be divisible by --n-head {cfg.n_head}; "
+                         "pick a head count that divides it.")
     if cfg.eval_mode == "recurrent" and cfg.model != "mamba":
         raise TrainError("--eval-mode recurrent needs --model mamba; use window for dt.")
 
@@ -152,34 +171,96 @@ def read_checkpoint(path: Path, device="cpu") -> dict:
                          "again, or pass another --out.") from None
 
 
-def check_resumable(cfg: TrainConfig, stored: dict, run_dir: Path) -> None:
-    """TrainError if cfg would not continue the run whose stored config is `stored`."""
+def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
+    """The checkpoint to resume from (None for a new run); TrainError when the folder would
+    not continue the same run, or holds something a new run would overwrite."""
+    ckpt_path = run_dir / "ckpt.pt"
+    RunLock(run_dir).refuse_if_held()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"--out {run_dir} is a file, not a folder; pass another --out.")
+    if not cfg.resume:
+        if ckpt_path.exists():
+            raise TrainError(f"{run_dir} already holds a checkpoint; add --resume to continue "
+                             "it or pass another --out.")
+        if run_dir.exists() and any(p.name != "lock" for p in run_dir.iterdir()):
+            raise TrainError(f"{run_dir} is not empty (it holds files of another run); pass "
+                             "another --out, or remove it if you do not need them.")
+        return None
+    if not ckpt_path.exists():
+        raise TrainError(f"--resume: {run_dir} has no checkpoint to continue; drop --resume "
+                         "to start a new run there.")
+    ckpt = read_checkpoint(ckpt_path)
     for name, value in asdict(cfg).items():
-        if name not in RESUMABLE and stored.get(name) != value:
+        stored = ckpt["config"].get(name)
+        if name not in RESUMABLE and stored != value:
             flag = f"--{name.replace('_', '-')}"
-            raise TrainError(f"{run_dir} was trained with {flag} {stored.get(name)}, not {value}; "
+            raise TrainError(f"{run_dir} was trained with {flag} {stored}, not {value}; "
                              f"resume with the same {flag} or start a new run with another --out.")
+    return ckpt
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temp file, then rename: a crash never leaves half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class RunLock:
+    """A lock file in the run folder holding the trainer's pid: a second training of the same
+    folder is refused; the lock of a process that died is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "lock"
+
+    def holder(self) -> int | None:
+        """The pid holding the lock, if that process is alive."""
+        try:
+            pid = int(self.path.read_text())
+        except (OSError, ValueError):  # no lock, or a lock cut short by a kill
+            return None
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # it exists, as another user's process
+            pass
+        return pid if pid > 0 else None
+
+    def refuse_if_held(self) -> None:
+        if (pid := self.holder()) is not None:
+            raise TrainError(f"another training (pid {pid}) is using {self.path.parent}; wait "
+                             "for it or pass another --out.")
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                return self
+            except FileExistsError:
+                self.refuse_if_held()
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+        raise TrainError(f"cannot take the lock {self.path}; remove it if no training runs there.")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def read_metrics(path: Path, until_step=None) -> list[str]:
+    """The lines of metrics.jsonl (up to until_step), skipping a half-written last line."""
+    lines = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a kill in mid-write: that record never finished
+            continue
+        if until_step is None or record.get("step", 0) <= until_step:
+            lines.append(line)
+    return lines
 
 
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop metrics.jsonl lines past `step` (written after the checkpoint a resume starts from)."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines()
-                 if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+def saving_to(run_dir: Path, write):
+    """Run write(); a disk or permission problem becomes one sentence naming the folder."""
+    try:
+        return write()
+    except OSError as e:
+        raise TrainError(f"cannot write to {run_dir} ({e.strerror or e}); free some disk space "
+                         "or fix the folder's permissions, then --resume.") from None
 
 
 class StopOnCtrlC:
@@ -199,29 +280,32 @@ class StopOnCtrlC:
         signal.signal(signal.SIGINT, self.previous)
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- build / restore
 
-def train(cfg: TrainConfig) -> Path:
-    """Train, checkpoint, evaluate; return the run folder. Raises TrainError / DataError /
-    EvalError for problems the user can fix and KeyboardInterrupt after saving on Ctrl-C."""
-    check_config(cfg)
-    run_dir = Path(cfg.out or default_out(asdict(cfg)))
-    ckpt_path, metrics_path = run_dir / "ckpt.pt", run_dir / "metrics.jsonl"
-    ckpt = None
-    if ckpt_path.exists() and not cfg.resume:
-        raise TrainError(f"{run_dir} already holds a checkpoint; add --resume to continue it or "
-                         "pass another --out.")
-    if cfg.resume:
-        if not ckpt_path.exists():
-            raise TrainError(f"--resume: {run_dir} has no checkpoint to continue; drop --resume "
-                             "to start a new run there.")
-        ckpt = read_checkpoint(ckpt_path)
-        check_resumable(cfg, ckpt["config"], run_dir)
+@dataclass
+class Run:
+    """Everything the loop touches: the model and its optimiser, the data, the RNG, the counters."""
+    cfg: TrainConfig
+    run_dir: Path
+    model: DecisionModel
+    model_cfg: DecisionConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    dataset: TrajectoryDataset
+    data_path: Path
+    np_rng: np.random.Generator
+    device: torch.device
+    eval_mode: str
+    target: float
+    step: int = 0
+    elapsed: float = 0.0  # training seconds, evaluations excluded
+    saved_step: int | None = None  # the step of the last checkpoint on disk
+
+
+def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
+    """A new run, or the run in ckpt restored exactly (weights, optimiser, RNG states)."""
     device = resolve_device(cfg.device)
     context_len = None if cfg.context == "full" else int(cfg.context)
-    eval_mode = resolve_mode(cfg.eval_mode, MODELS[cfg.model], context_len is None)
-    target = cfg.target if cfg.target is not None else TARGET_RETURNS[cfg.env]
-
     random.seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)  # batch sampling
     torch.manual_seed(cfg.seed)  # initial weights and dropout
@@ -235,135 +319,173 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.model == "dt" and context_len is None:
         print(f"warning: --context full gives the transformer {3 * dataset.context_len} tokens per "
               "window; attention cost grows with their square (slow).")
-
-    model_cfg = DecisionConfig(
-        state_dim=dataset.state_dim, act_dim=dataset.act_dim, backbone=MODELS[cfg.model],
-        d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
-        context_len=dataset.context_len, max_ep_len=MAX_EP_LEN, mamba_n_layer=cfg.mamba_n_layer)
+    try:
+        model_cfg = DecisionConfig(
+            state_dim=dataset.state_dim, act_dim=dataset.act_dim, backbone=MODELS[cfg.model],
+            d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
+            context_len=dataset.context_len, max_ep_len=MAX_EP_LEN,
+            mamba_n_layer=cfg.mamba_n_layer)
+    except ModelError as e:
+        raise TrainError(str(e)) from None
     model = DecisionModel(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.optim_groups(cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    step, elapsed = 0, 0.0
+    run = Run(cfg, run_dir, model, model_cfg, optimizer, scheduler, dataset, data_path, np_rng,
+              device, resolve_mode(cfg.eval_mode, MODELS[cfg.model], context_len is None),
+              cfg.target if cfg.target is not None else TARGET_RETURNS[cfg.env])
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        step, elapsed = ckpt["step"], ckpt["time"]
+        run.step = run.saved_step = ckpt["step"]
+        run.elapsed = ckpt["time"]
         np_rng.bit_generator.state = ckpt["rng"]["numpy"]
         torch.set_rng_state(ckpt["rng"]["torch"].cpu())
         if device.type == "cuda" and "cuda" in ckpt["rng"]:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
         random.setstate(ckpt["rng"]["python"])
-        keep_metrics_until(metrics_path, step)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
-    data_summary = dataset.summary()
-    data_summary["return_mean_normalized"] = normalized_score(cfg.env, data_summary["return_mean"])
-    write_json(run_dir / "config.json", {
-        "train": asdict(cfg), "model": asdict(model_cfg), "eval_mode": eval_mode,
-        "target_return": target, "device": str(device),
-        # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
-        "scan_backend": (default_scan_backend(device, model_cfg.d_state)
-                         if model_cfg.backbone == "mamba" else None),
-        "data": {"path": str(data_path), **data_summary},
-        "versions": {"torch": torch.__version__, "numpy": np.__version__,
-                     "python": sys.version.split()[0]}})
-    forward = torch.compile(model) if cfg.compile else model
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else nullcontext())
+    return run
 
-    def last_good() -> str:
-        return (f"the last good checkpoint (step {saved_step}) is in {run_dir}"
-                if saved_step is not None else "no checkpoint had been saved yet")
 
-    def checkpoint() -> None:
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainError(f"the weights became nan/inf by step {step}; {last_good()}; try a "
-                             "lower --lr.")
-        rng = {"numpy": np_rng.bit_generator.state, "torch": torch.get_rng_state(),
-               "python": random.getstate()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state()
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "step": step, "time": elapsed, "rng": rng,
-            "config": asdict(cfg), "model_config": asdict(model_cfg), "env": cfg.env,
-            "state_mean": torch.from_numpy(dataset.state_mean),
-            "state_std": torch.from_numpy(dataset.state_std), "return_scale": cfg.return_scale})
-        nonlocal saved_step
-        saved_step = step
+def save_checkpoint(run: Run) -> None:
+    """ckpt.pt as a plain dict, written atomically; refuses weights that are no longer finite."""
+    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
+        raise TrainError(f"the weights became nan/inf by step {run.step}; {last_good(run)}; "
+                         f"{NAN_HINT}")
+    rng = {"numpy": run.np_rng.bit_generator.state, "torch": torch.get_rng_state(),
+           "python": random.getstate()}
+    if run.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state()
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "step": run.step, "time": run.elapsed,
+             "rng": rng, "config": asdict(run.cfg), "model_config": asdict(run.model_cfg),
+             "env": run.cfg.env, "state_mean": torch.from_numpy(run.dataset.state_mean),
+             "state_std": torch.from_numpy(run.dataset.state_std),
+             "return_scale": run.cfg.return_scale}
+    saving_to(run.run_dir, lambda: atomic_write(run.run_dir / "ckpt.pt",
+                                                lambda tmp: torch.save(state, tmp)))
+    run.saved_step = run.step
 
-    def log(record: dict) -> None:
-        with open(metrics_path, "a") as f:
+
+NAN_HINT = ("try a lower --lr, or check the data's rewards and --return-scale (returns-to-go "
+            "of order 1 train best)")
+
+
+def last_good(run: Run) -> str:
+    return (f"the last good checkpoint (step {run.saved_step}) is in {run.run_dir}"
+            if run.saved_step is not None else "no checkpoint had been saved yet")
+
+
+def log(run: Run, record: dict) -> None:
+    def append():
+        with open(run.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+    saving_to(run.run_dir, append)
 
-    def run_eval() -> dict:
-        result = evaluate(model, cfg.env, dataset.state_mean, dataset.state_std, cfg.return_scale,
-                          target, episodes=cfg.eval_episodes, seed=cfg.eval_seed, mode=eval_mode,
-                          context_len=dataset.context_len, device=device,
-                          max_episode_steps=cfg.max_episode_steps, progress=True)
-        model.train()
-        log({"step": step, "time": round(elapsed, 3), "eval": {
-            k: v for k, v in result.items() if k not in ("returns", "lengths", "seeds")}})
-        return result
 
-    saved_step = ckpt["step"] if ckpt is not None else None
-    model.train()
-    losses, tick = [], time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.model} {cfg.env}", unit="step",
-               dynamic_ncols=True)
-    with StopOnCtrlC() as ctrl_c:
-        while step < cfg.steps:
+def run_eval(run: Run) -> dict:
+    cfg = run.cfg
+    result = evaluate(run.model, cfg.env, run.dataset.state_mean, run.dataset.state_std,
+                      cfg.return_scale, run.target, episodes=cfg.eval_episodes,
+                      seed=cfg.eval_seed, mode=run.eval_mode, context_len=run.dataset.context_len,
+                      device=run.device, max_episode_steps=cfg.max_episode_steps, progress=True)
+    run.model.train()
+    log(run, {"step": run.step, "time": round(run.elapsed, 3), "eval": {
+        k: v for k, v in result.items() if k not in ("returns", "lengths", "seeds")}})
+    return result
+
+
+def write_run_config(run: Run) -> dict:
+    """config.json: the settings, the model's, the device, the scan, the data; returns the
+    data summary."""
+    summary = run.dataset.summary()
+    summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
+    saving_to(run.run_dir, lambda: write_json(run.run_dir / "config.json", {
+        "train": asdict(run.cfg), "model": asdict(run.model_cfg), "eval_mode": run.eval_mode,
+        "target_return": run.target, "device": str(run.device),
+        # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
+        "scan_backend": (default_scan_backend(run.device, run.model_cfg.d_state)
+                         if run.model_cfg.backbone == "mamba" else None),
+        "data": {"path": str(run.data_path), **summary},
+        "versions": {"torch": torch.__version__, "numpy": np.__version__,
+                     "python": sys.version.split()[0]}}))
+    return summary
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def train(cfg: TrainConfig) -> Path:
+    """Train, checkpoint, evaluate; return the run folder. Raises TrainError / DataError /
+    EvalError for problems the user can fix and KeyboardInterrupt after saving on Ctrl-C."""
+    check_config(cfg)
+    run_dir = Path(cfg.out or default_out(asdict(cfg)))
+    ckpt = check_run_folder(cfg, run_dir)
+    run = build(cfg, run_dir, ckpt)  # loads the data and builds the model: nothing written yet
+    saving_to(run_dir, lambda: run_dir.mkdir(parents=True, exist_ok=True))
+    with RunLock(run_dir), StopOnCtrlC() as ctrl_c:
+        lines = read_metrics(run_dir / "metrics.jsonl", run.step) if ckpt else []
+        saving_to(run_dir, lambda: atomic_write(run_dir / "metrics.jsonl", lambda tmp: Path(
+            tmp).write_text("".join(line + "\n" for line in lines))))  # drop lines past ckpt
+        data_summary = write_run_config(run)
+        forward = torch.compile(run.model) if cfg.compile else run.model
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda"
+                    else nullcontext())
+        run.model.train()
+        losses, tick = [], time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=run.step, desc=f"{cfg.model} {cfg.env}",
+                   unit="step", dynamic_ncols=True)
+        while run.step < cfg.steps:
             if ctrl_c.requested:
-                checkpoint()
+                save_checkpoint(run)
                 bar.close()
-                print(f"stopped at step {step}; checkpoint saved in {run_dir}; continue with "
-                      f"`python train.py --out {run_dir} --resume`")
+                print(f"stopped at step {run.step}; checkpoint saved in {run_dir}; continue "
+                      f"with `python train.py --out {run_dir} --resume`")
                 raise KeyboardInterrupt
-            batch = {k: v.to(device, non_blocking=True)
-                     for k, v in dataset.sample(cfg.batch_size, np_rng).items()}
+            batch = {k: v.to(run.device, non_blocking=True)
+                     for k, v in run.dataset.sample(cfg.batch_size, run.np_rng).items()}
             with autocast:
                 _, loss = forward(batch["states"], batch["actions"], batch["returns_to_go"],
                                   batch["timesteps"], batch["mask"], targets=batch["actions"])
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
+            if not math.isfinite(loss_value := loss.item()):
                 bar.close()
-                raise TrainError(f"loss became {loss_value} at step {step + 1}; {last_good()}; "
-                                 "try a lower --lr.")
-            optimizer.zero_grad(set_to_none=True)
+                raise TrainError(f"loss became {loss_value} at step {run.step + 1}; "
+                                 f"{last_good(run)}; {NAN_HINT}.")
+            run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+            run.optimizer.step()
+            run.scheduler.step()
+            run.step += 1
             losses.append(loss_value)
             bar.update(1)
             now = time.perf_counter()
-            elapsed, tick = elapsed + now - tick, now
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            run.elapsed, tick = run.elapsed + now - tick, now
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps:
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-                log({"step": step, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
-                     "time": round(elapsed, 3), "steps_per_s": round(bar.format_dict["rate"] or 0, 2)})
+                log(run, {"step": run.step, "loss": float(np.mean(losses)),
+                          "lr": run.scheduler.get_last_lr()[0], "time": round(run.elapsed, 3),
+                          "steps_per_s": round(bar.format_dict["rate"] or 0, 2)})
                 losses = []
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                tqdm.write(f"step {step}: " + summary_line(run_eval()))
-                checkpoint()
+            if cfg.eval_every and run.step % cfg.eval_every == 0 and run.step < cfg.steps:
+                tqdm.write(f"step {run.step}: " + summary_line(run_eval(run)))
+                save_checkpoint(run)
                 tick = time.perf_counter()  # evaluation time is not training time
-            elif step % cfg.save_every == 0:
-                checkpoint()
-    bar.close()
-    checkpoint()
-    result = run_eval()
-    write_json(run_dir / "eval.json", {
-        "run_dir": str(run_dir), "env": cfg.env, "model": cfg.model, "step": step,
-        "device": str(device), "config": {"episodes": cfg.eval_episodes, "seed": cfg.eval_seed,
-                                          "mode": eval_mode, "target": [target]},
-        "results": [result]})
-    print(f"{cfg.model} on {cfg.env} ({data_path.name}: mean return "
-          f"{data_summary['return_mean']:.0f}, normalised "
-          f"{data_summary['return_mean_normalized']:.1f}), step {step}:\n  {summary_line(result)}")
+            elif run.step % cfg.save_every == 0:
+                save_checkpoint(run)
+        bar.close()
+        save_checkpoint(run)
+        result = run_eval(run)
+        print(f"{cfg.model} on {cfg.env} ({run.data_path.name}: mean return "
+              f"{data_summary['return_mean']:.0f}, normalised "
+              f"{data_summary['return_mean_normalized']:.1f}), step {run.step}:\n  "
+              f"{summary_line(result)}")
+        saving_to(run_dir, lambda: write_json(run_dir / "eval.json", {
+            "run_dir": str(run_dir), "env": cfg.env, "model": cfg.model, "step": run.step,
+            "device": str(run.device), "config": {"episodes": cfg.eval_episodes,
+                                                  "seed": cfg.eval_seed, "mode": run.eval_mode,
+                                                  "target": [run.target]},
+            "results": [result]}))
     print(f"run folder: {run_dir}  (evaluate again: python evaluate.py {run_dir} --episodes 100)")
     return run_dir
 
@@ -373,22 +495,12 @@ def train(cfg: TrainConfig) -> Path:
 def parse_config(argv=None) -> TrainConfig:
     """Flags -> TrainConfig. Values come from, lowest first: the defaults, the stored config of
     a run being resumed, --preset if given, then the other flags given."""
-    parser = argparse.ArgumentParser(description="Train a Decision Transformer (--model dt) or "
-                                                 "Decision Mamba (--model mamba) and score it.")
-    for f in fields(TrainConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        help_text = f.metadata["help"] + ("" if f.default is None else f" (default: {f.default})")
-        if isinstance(f.default, bool):
-            parser.add_argument(flag, dest=f.name, action="store_true", help=help_text,
-                                default=argparse.SUPPRESS)
-        else:
-            parser.add_argument(flag, dest=f.name, help=help_text, default=argparse.SUPPRESS,
-                                type=f.metadata.get("type", type(f.default)))
-    given = vars(parser.parse_args(argv))  # only the flags actually typed
+    given = given_flags(TrainConfig, argv, "Train a Decision Transformer (--model dt) or "
+                                           "Decision Mamba (--model mamba) and score it.")
     values = asdict(TrainConfig())
     if given.get("resume"):
         out = Path(given.get("out") or default_out({**values, **given}))
-        if (out / "ckpt.pt").exists():
+        if (out / "ckpt.pt").is_file():
             values.update(read_checkpoint(out / "ckpt.pt")["config"])
     if "preset" in given:
         if given["preset"] not in PRESETS:

@@ -207,6 +207,29 @@ def test_a_corrupt_checkpoint_or_an_existing_run_is_one_clear_sentence(tmp_path)
                       str(tmp_path / "runs")])
 
 
+def test_resolve_dataset_returns_an_existing_file_without_generating(tmp_path, monkeypatch):
+    path = tmp_path / "hopper-medium.hdf5"
+    path.write_bytes(b"whatever is there")
+    monkeypatch.setattr(collect, "make_dataset", None)  # calling it would fail
+    assert collect.resolve_dataset("hopper", "medium", data_dir=tmp_path) == path
+
+
+def test_resolve_dataset_generates_a_missing_file_and_says_so(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def make_dataset(env, level, out=None):
+        calls.append((env, level, out))
+        out.write_bytes(b"made")
+        return out
+
+    monkeypatch.setattr(collect, "make_dataset", make_dataset)
+    path = collect.resolve_dataset("Walker2d-v5", "medium-replay", data_dir=tmp_path)
+    assert path == tmp_path / "walker2d-medium-replay.hdf5" and path.exists()
+    assert calls == [("walker2d", "medium-replay", path)]
+    printed = capsys.readouterr().out
+    assert "not found: generating it" in printed and "collect.py dataset" in printed
+
+
 @pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
 def test_committed_policies_reach_the_issue_floors_and_expert_beats_medium(env):
     policy, medium = collect.load_policy(env, "medium")

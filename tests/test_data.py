@@ -1,8 +1,8 @@
 """data.py: reading D4RL / Minari / our files, return-to-go, statistics, the window sampler, and
 the one-sentence messages for bad input. Every file is tiny and written by the test itself."""
+import ast
 import json
-import sys
-import types
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -266,26 +266,16 @@ def test_normalized_score_is_0_at_random_and_100_at_expert_returns():
     np.testing.assert_allclose(scores, [0.0, 100.0], atol=1e-9)
 
 
-def test_resolve_dataset_returns_an_existing_file_without_generating(tmp_path, monkeypatch):
-    path = write_raw_d4rl(tmp_path / "hopper-medium.hdf5")
-    monkeypatch.setitem(sys.modules, "collect", None)  # importing collect would now fail
-    assert data.resolve_dataset("hopper", "medium", data_dir=tmp_path) == path
-
-
-def test_resolve_dataset_generates_a_missing_file_with_collect_and_says_so(tmp_path, monkeypatch,
-                                                                            capsys):
-    calls = []
-
-    def make_dataset(env, level, out=None):
-        calls.append((env, level, out))
-        return write_raw_d4rl(out)
-
-    monkeypatch.setitem(sys.modules, "collect", types.SimpleNamespace(make_dataset=make_dataset))
-    path = data.resolve_dataset("Walker2d-v5", "medium-replay", data_dir=tmp_path)
-    assert path == tmp_path / "walker2d-medium-replay.hdf5" and path.exists()
-    assert calls == [("walker2d", "medium-replay", path)]
-    printed = capsys.readouterr().out
-    assert "not found: generating it" in printed and "collect.py" in printed
+def test_data_py_imports_no_other_project_file_but_the_stdlib_cli_helper():
+    """data.py is the bottom of the house: every reader of data imports it, it imports nothing
+    of ours except cli.py (standard library only)."""
+    project = {p.stem for p in Path(data.__file__).parent.glob("*.py")}
+    tree = ast.parse(Path(data.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported & project <= {"cli"}, imported & project
 
 
 def test_inspect_cli_prints_the_summary_as_json(tmp_path, capsys):
