@@ -98,7 +98,9 @@ class Trajectory:
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
     """Undiscounted return-to-go: out[t] = rewards[t] + rewards[t+1] + ... (f32, same length)."""
+    # exercise 3: begin
     return np.cumsum(rewards[::-1], dtype=np.float64)[::-1].astype(np.float32)
+    # exercise 3: end
 
 
 def _clean_columns(source: str, columns: dict) -> dict:
@@ -313,6 +315,7 @@ class TrajectoryDataset:
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """B windows of K steps: trajectories in proportion to length, uniform start (0 in
         full-trajectory mode), right padding with zeros and mask 0."""
+        # exercise 3: begin
         row = rng.integers(0, self.num_transitions, size=batch_size)  # (B,) uniform transition
         traj = np.searchsorted(self.starts, row, side="right") - 1  # (B,) its trajectory
         start = np.zeros_like(row) if self.full_trajectory else row - self.starts[traj]  # (B,)
@@ -320,6 +323,7 @@ class TrajectoryDataset:
         real = step < self.trajectory_lengths[traj][:, None]  # (B, K) real steps, then padding
         rows = np.where(real, self.starts[traj][:, None] + step, 0)  # (B, K) rows to gather
         timesteps = np.where(real, np.minimum(step, self.max_ep_len - 1), 0)  # (B, K)
+        # exercise 3: end
         return {
             "states": _gather(self.states, rows, real),  # (B, K, obs)
             "actions": _gather(self.actions, rows, real),  # (B, K, act)

@@ -241,6 +241,7 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
             done[i] = terminated or truncated
         if video and rows[0] == 0:
             frames.append(envs[0].render())
+        # exercise 8: begin
         returns[rows] += rewards
         lengths[rows] += 1
         rtg = rtg - torch.as_tensor(rewards / return_scale, dtype=torch.float32,
@@ -249,6 +250,7 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
             keep = torch.as_tensor(~done, device=device)
             rows, obs, rtg = rows[~done], obs[~done], rtg[keep]
             actor.keep(keep)
+        # exercise 8: end
         bar.update(1)
         bar.set_postfix(running=len(rows), refresh=False)
         if len(rows) == 0:

@@ -174,6 +174,12 @@ def test_unknown_env_or_level_is_one_clear_sentence():
         collect.main(["train", "--env", "hopper", "--steps", "0"])
 
 
+def test_out_that_is_a_folder_is_refused_before_any_rollout(tmp_path, monkeypatch):
+    monkeypatch.setattr(collect, "plan_jobs", None)  # generating anything would fail
+    with pytest.raises(SystemExit, match="--out .* is a folder: give a file name ending in .hdf5"):
+        collect.main(["dataset", "--env", "hopper", "--level", "random", "--out", str(tmp_path)])
+
+
 def test_a_policy_file_of_another_env_or_a_corrupt_one_is_one_clear_sentence(tiny_policies,
                                                                              tmp_path):
     policies = tmp_path / "policies"
