@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssm import MambaBackbone
+from ssm import SCAN_BACKENDS, MambaBackbone
 
 BACKBONES = ("gpt", "mamba")
 
@@ -51,6 +51,10 @@ class DecisionConfig:
     d_state: int = field(default=16, metadata={"help": "Mamba SSM state size N per channel"})
     d_conv: int = field(default=4, metadata={"help": "Mamba causal depthwise convolution width"})
     expand: int = field(default=2, metadata={"help": "Mamba inner width = expand * d_model"})
+    scan_backend: str = field(default="auto", metadata={
+        "help": "code that runs Mamba's scan, conv and step: auto (triton on CUDA, C kernels on "
+                "the CPU where they build, else torch; env DM_SCAN_BACKEND overrides auto) | "
+                "triton | c | torch | ref"})
     fast_attention: bool = field(default=True, metadata={
         "help": "GPT attention through F.scaled_dot_product_attention (tested equal to the "
                 "written-out attention_ref) instead of attention_ref itself"})
@@ -62,6 +66,9 @@ class DecisionConfig:
         if self.d_model % self.n_head != 0:
             raise ModelError(f"d_model ({self.d_model}) must be divisible by n_head "
                              f"({self.n_head}); change one of them.")
+        if self.scan_backend not in SCAN_BACKENDS:
+            raise ModelError(f"scan_backend must be one of {SCAN_BACKENDS}, got "
+                             f"{self.scan_backend!r}; pick one of those.")
 
 
 # ----------------------------------------------------------------------------- attention
@@ -219,7 +226,8 @@ class DecisionModel(nn.Module):
             self.backbone = GPTBackbone(config)
         else:
             self.backbone = MambaBackbone(config.d_model, config.mamba_n_layer, config.d_state,
-                                          config.d_conv, config.expand, config.dropout)
+                                          config.d_conv, config.expand, config.dropout,
+                                          config.scan_backend)
 
     def _time(self, timesteps):
         return self.embed_timestep(timesteps.clamp(0, self.config.max_ep_len - 1))

@@ -5,15 +5,18 @@ Three kernels, each one call where eager PyTorch needs a dozen or more ops:
   causal_conv_silu_cpu   the block's causal depthwise conv + SiLU, forward and backward
   mamba_step_cpu         the recurrent step of the block's middle (conv to gate), inference only
 
-Why: the fast PyTorch scan in ssm.py writes each of its ~20 elementwise steps to a full
+Each has the signature of its reference in ssm.py (selective_scan_ref, causal_conv_silu_ref,
+mamba_step_ref); this file does not import ssm.py, which picks these kernels on the CPU.
+
+Why: the chunked PyTorch scan (scan_torch.py) writes each of its ~20 elementwise steps to a full
 (L, B, N, D) tensor, so it runs at memory speed; scan_cpu.c walks one (batch row, channel) pair
 at a time with its N states in registers, so only the (B, L, D) and (B, L, N) tensors touch
 memory. It is compiled once per machine with the system C compiler (`cc`, or $CC) into a cache
 folder: no build tool, no Python package beyond torch. Where no compiler works, `available()`
-says why and ssm falls back to the PyTorch scan. Batch rows are shared out among torch's own
+says why and ssm.py falls back to the PyTorch scan. Batch rows are shared out among torch's own
 OpenMP threads (torch.get_num_threads()).
 
-    python scan_cpu.py      # build (or find) the library, check it against the reference scan
+    python scan_cpu.py      # build (or find) the library, check it against a plain loop
 
 References (ideas, credited in one line each):
   Gu & Dao 2023, "Mamba": the fused scan that keeps the state on chip and recomputes it in the
@@ -152,8 +155,15 @@ def _lib():
     lib, reason = _load()
     if lib is None:
         raise ScanCpuError(f"The C scan is unavailable: {reason}. Use the PyTorch scan "
-                           "(backend='torch' or DM_SCAN_BACKEND=torch).")
+                           "(scan_backend='torch' or DM_SCAN_BACKEND=torch).")
     return lib
+
+
+def _on_cpu(x, what):
+    """The C code reads memory through data_ptr(): tensors elsewhere get a clear error."""
+    if x.device.type != "cpu":
+        raise ScanCpuError(f"{what} takes CPU tensors (got {x.device.type}); on CUDA use the "
+                           "triton or torch backend.")
 
 
 def _threads(batch):
@@ -191,7 +201,7 @@ class _SelectiveScanCpu(torch.autograd.Function):
         d_state = A.shape[1]
         if d_state > MAX_D_STATE:
             raise ScanCpuError(f"The C scan supports d_state <= {MAX_D_STATE} (got {d_state}); "
-                               "use backend='torch'.")
+                               "use scan_backend='torch'.")
         (u32, su), (delta32, sdelta), (B32, sb), (C32, sc) = map(_rows, (u, delta, B, C))
         z32, sz = _rows(z) if z is not None else (None, 0)
         A32, D32, bias32 = map(_vector, (A, D, delta_bias))
@@ -273,6 +283,7 @@ def causal_conv_silu_cpu(x, weight, bias=None):
     """silu(conv(x)) for Mamba's causal depthwise conv, channels last: x (B, L, D), weight
     (D, K) (nn.Conv1d's (D, 1, K) squeezed), bias (D,) or None. out_t = silu(bias +
     sum_k weight[:, k] * x_{t-(K-1)+k}), zeros before t = 0. CPU tensors, fp32 maths."""
+    _on_cpu(x, "causal_conv_silu_cpu")
     _lib()
     return _CausalConvSiluCpu.apply(x, weight, bias)
 
@@ -283,6 +294,7 @@ def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
     tensors: xz (B, T, 2 D) is in_proj's output for T new tokens; conv_state (B, D, K-1) and
     ssm_state (B, D, N) the cache, left untouched. Returns y (B, T, D), gated, before out_proj,
     and the new (conv_state, ssm_state)."""
+    _on_cpu(xz, "mamba_step_cpu")
     batch, tokens, _ = xz.shape
     channels, kernel = conv_weight.shape[0], conv_weight.shape[-1]
     d_state, rank = A_log.shape[1], dt_proj_weight.shape[1]
@@ -307,16 +319,25 @@ def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """The selective scan through scan_cpu.c (same signature and semantics as
     ssm.selective_scan_ref). CPU tensors; computes in fp32, returns u's dtype."""
-    if u.is_cuda:
-        raise ScanCpuError("selective_scan_cpu takes CPU tensors; on CUDA use the triton or "
-                           "torch backend.")
+    _on_cpu(u, "selective_scan_cpu")
     _lib()
     return _SelectiveScanCpu.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
+def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    """A plain-loop scan for the smoke check below (the project's ground truth, which the tests
+    compare against, is ssm.selective_scan_ref; this file does not import the model)."""
+    delta = torch.nn.functional.softplus(delta + delta_bias) if delta_softplus else delta
+    h, ys = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]), []                  # (B, D, N)
+    for t in range(u.shape[1]):
+        drive = (delta[:, t] * u[:, t])[..., None] * B[:, t, None]               # (B, D, N)
+        h = torch.exp(delta[:, t, :, None] * A) * h + drive
+        ys.append((h * C[:, t, None]).sum(-1) + D * u[:, t])                     # (B, D)
+    return torch.stack(ys, 1) * torch.nn.functional.silu(z)                      # (B, L, D)
+
+
 if __name__ == "__main__":
-    # Smoke check: build, then one forward + backward against the reference loop in ssm.py.
-    from ssm import selective_scan_ref
+    # Smoke check: build, then one forward + backward against a plain loop.
     lib, reason = _load()
     if lib is None:
         sys.exit(f"The C kernels did not build: {reason}")
@@ -330,13 +351,13 @@ if __name__ == "__main__":
                   z=torch.randn(b, l, d, generator=g), delta_bias=torch.randn(d, generator=g))
     grad_out = torch.randn(b, l, d, generator=g)
     results = []
-    for scan in (selective_scan_cpu, selective_scan_ref):
+    for scan in (selective_scan_cpu, _scan_loop):
         leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
         y = scan(**leaves, delta_softplus=True)
         y.backward(grad_out)
         results.append([y.detach()] + [leaves[k].grad for k in inputs])
     worst = max(((c - r).abs().max() / r.abs().max().clamp(min=1)).item()
                 for c, r in zip(*results))
-    print(f"largest relative difference from selective_scan_ref (output and 8 gradients): "
+    print(f"largest relative difference from a plain loop (output and 8 gradients): "
           f"{worst:.1e}")
     sys.exit(0 if worst < 1e-4 else 1)

@@ -1,5 +1,8 @@
-"""DecisionModel: causality, padding, recurrent == full forward, attention paths, parameters."""
+"""DecisionModel: causality, padding, recurrent == full forward, attention paths, parameters,
+the scan backend chosen by the config."""
+import re
 import runpy
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -241,6 +244,33 @@ def test_config_rejects_unknown_backbone_and_model_rejects_wrong_state_size():
     b["states"] = torch.randn(2, 8, OBS + 1)
     with pytest.raises(ModelError, match="use a model built for this environment"):
         model(**b)
+
+
+def test_scan_backend_field_reaches_every_mamba_block_and_unknown_names_are_refused(
+        monkeypatch):
+    import ssm
+    monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
+    blocks = [layer.mixer for layer in small_model("mamba", scan_backend="ref").backbone.layers]
+    assert len(blocks) == 2 and all(b.backend_cpu.name == b.backend_cuda.name == "ref"
+                                    for b in blocks)
+    auto = small_model("mamba").backbone.layers[0].mixer         # the default: "auto"
+    assert auto.backend_cpu.name == ssm.default_scan_backend("cpu", 4)
+    with pytest.raises(ModelError, match="scan_backend must be one of"):
+        DecisionConfig(state_dim=OBS, act_dim=ACT, backbone="mamba", scan_backend="cuda")
+
+
+def test_models_on_any_backend_share_one_state_dict_layout_and_old_configs_load():
+    # The backend is not part of a checkpoint: a config saved before the field existed builds,
+    # and the state dict holds only the reference Mamba names, whatever the backend.
+    ref, auto = small_model("mamba", scan_backend="ref"), small_model("mamba", seed=1)
+    auto.load_state_dict(ref.state_dict(), strict=True)
+    old = {k: v for k, v in asdict(ref.config).items() if k != "scan_backend"}
+    assert DecisionConfig(**old).scan_backend == "auto"
+    mixer = (r"mixer\.(in_proj\.weight|conv1d\.(weight|bias)|x_proj\.weight"
+             r"|dt_proj\.(weight|bias)|A_log|D|out_proj\.weight)")
+    layer = re.compile(rf"backbone\.layers\.\d+\.(norm\.weight|{mixer})")
+    backbone_keys = [k for k in ref.state_dict() if k.startswith("backbone.")]
+    assert len(backbone_keys) == 2 * 10 and all(layer.fullmatch(k) for k in backbone_keys)
 
 
 def test_every_config_field_has_a_help_text():

@@ -1,16 +1,16 @@
-"""Tests for scan_cpu.py / scan_cpu.c, the C kernels of the CPU path: the selective scan and the
-causal conv + SiLU against their PyTorch definitions (forward and every gradient), strided
-inputs, thread counts, a Mamba block on both backends, and what happens without a compiler.
-They need a C compiler (CI has one); without it they skip with the build error as the reason,
-and the fallback test below still runs."""
+"""Tests for scan_cpu.py / scan_cpu.c, the C kernels of the CPU path: the selective scan, the
+causal conv + SiLU and the recurrent step against their references in ssm.py (forward and every
+gradient), strided inputs, thread counts, a Mamba block on the C backend, when the C step runs,
+and the fallbacks (no compiler, d_state too large). They need a C compiler (CI has one); without
+it they skip with the build error as the reason, and the fallback test below still runs."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import scan_cpu
 import ssm
-from ssm import MambaBlock, selective_scan, selective_scan_ref
-from test_ssm import GRAD_NAMES, TOL, assert_close_rel, run_with_grads, scan_inputs
+from ssm import MambaBlock, causal_conv_silu_ref, mamba_step_ref, selective_scan, selective_scan_ref
+from test_ssm import (CONV_CASES, GRAD_NAMES, TOL, assert_blocks_agree, assert_close_rel,
+                      conv_inputs, conv_silu_conv1d, run_with_grads, scan_inputs)
 
 BUILT, WHY_NOT = scan_cpu.available()
 needs_c = pytest.mark.skipif(not BUILT, reason=f"the C kernels did not build: {WHY_NOT}")
@@ -96,57 +96,71 @@ def test_c_scan_gives_the_same_bits_on_any_number_of_threads():
             assert torch.equal(grads[name], results[0][1][name]), name
 
 
-def conv_silu_reference(x, weight, bias):
-    """silu(nn.Conv1d's causal depthwise conv): pad K-1 zeros on the left, keep L outputs."""
-    length, kernel = x.shape[1], weight.shape[1]
-    out = F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), bias, padding=kernel - 1,
-                   groups=x.shape[2])[..., :length]
-    return F.silu(out).transpose(1, 2)
-
-
 @needs_c
-@pytest.mark.parametrize("kernel, length, bias", [(4, 60, True), (4, 2, True), (2, 9, False)],
-                         ids=["K4", "shorter_than_K", "K2_no_bias"])
-def test_c_conv_silu_matches_conv1d_forward_and_gradients(kernel, length, bias):
-    g = torch.Generator().manual_seed(0)
-    xz = torch.randn(3, length, 2 * 13, generator=g, requires_grad=True)
+@CONV_CASES
+def test_c_conv_silu_matches_the_reference_and_conv1d_forward_and_gradients(kernel, length,
+                                                                          bias):
+    xz, weight, b = conv_inputs(kernel, length, bias)
     x = xz[..., :13]                                  # a strided view, as in the block
-    weight = torch.randn(13, kernel, generator=g, requires_grad=True)
-    b = torch.randn(13, generator=g, requires_grad=True) if bias else None
     leaves = [t for t in (xz, weight, b) if t is not None]
-    grad_out = torch.randn(3, length, 13, generator=g)
+    grad_out = torch.randn(3, length, 13)
     out_c = scan_cpu.causal_conv_silu_cpu(x, weight, b)
-    out_ref = conv_silu_reference(x, weight, b)
-    torch.testing.assert_close(out_c, out_ref, rtol=1e-5, atol=1e-5)
-    for got, want in zip(torch.autograd.grad(out_c, leaves, grad_out),
-                         torch.autograd.grad(out_ref, leaves, grad_out)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    grads_c = torch.autograd.grad(out_c, leaves, grad_out)
+    for reference in (causal_conv_silu_ref, conv_silu_conv1d):
+        out_ref = reference(x, weight, b)
+        torch.testing.assert_close(out_c, out_ref, rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads_c, torch.autograd.grad(out_ref, leaves, grad_out), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 @needs_c
-def test_mamba_block_on_the_c_backend_matches_the_torch_backend():
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_c_step_matches_the_reference_step_and_leaves_the_cache_untouched(tokens):
     torch.manual_seed(0)
-    blocks = {name: MambaBlock(16, scan_backend=name) for name in ("c", "torch")}
-    blocks["torch"].load_state_dict(blocks["c"].state_dict())
-    x = torch.randn(2, 23, 16)
-    outs, grads = {}, {}
-    for name, block in blocks.items():
-        xi = x.clone().requires_grad_()
-        out = block(xi)
-        out.square().sum().backward()
-        outs[name] = out.detach()
-        grads[name] = [xi.grad] + [p.grad for p in block.parameters()]
-    torch.testing.assert_close(outs["c"], outs["torch"], rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads["c"], grads["torch"]):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    block = MambaBlock(16, d_state=5)                 # N = 5: not the specialised N = 16 code
+    g = torch.Generator().manual_seed(1)
+    xz = torch.randn(3, tokens, 2 * block.d_inner, generator=g)
+    cache = (torch.randn(3, block.d_inner, block.d_conv - 1, generator=g),
+             torch.randn(3, block.d_inner, 5, generator=g))
+    before = [c.clone() for c in cache]
+    weights = (block.conv1d.weight.squeeze(1), block.conv1d.bias, block.x_proj.weight,
+               block.dt_proj.weight, block.dt_proj.bias, block.A_log, block.D)
+    with torch.inference_mode():
+        y_c, cache_c = scan_cpu.mamba_step_cpu(xz, *cache, *weights)
+        y_ref, cache_ref = mamba_step_ref(xz, *cache, *weights)
+    torch.testing.assert_close(y_c, y_ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(cache_c, cache_ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for c, b in zip(cache, before, strict=True):
+        assert torch.equal(c, b)
+
+
+@needs_c
+def test_mamba_block_on_the_c_backend_matches_the_reference_backend():
+    assert_blocks_agree("c")
 
 
 @needs_c
 def test_auto_backend_on_cpu_is_the_c_scan(monkeypatch):
     monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
     assert ssm.default_scan_backend("cpu") == "c"
+    assert MambaBlock(16).backend_cpu.name == "c"
     monkeypatch.setenv("DM_SCAN_BACKEND", "torch")           # the environment can opt out
     assert ssm.default_scan_backend("cpu") == "torch"
+    assert MambaBlock(16).backend_cpu.name == "torch"
+    assert MambaBlock(16, scan_backend="c").backend_cpu.name == "c"   # a named one stays
+
+
+def test_c_kernels_refuse_tensors_off_the_cpu():
+    # The C code reads tensors through data_ptr(): anything not in CPU memory must be refused
+    # before it gets there ("meta" stands in for CUDA on a machine without a GPU).
+    x = {k: v.to("meta") for k, v in scan_inputs(1, 4, 3, 2, torch.float32).items()}
+    with pytest.raises(scan_cpu.ScanCpuError, match="selective_scan_cpu takes CPU tensors"):
+        scan_cpu.selective_scan_cpu(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    with pytest.raises(scan_cpu.ScanCpuError, match="causal_conv_silu_cpu takes CPU tensors"):
+        scan_cpu.causal_conv_silu_cpu(x["u"], torch.ones(3, 4, device="meta"))
+    with pytest.raises(scan_cpu.ScanCpuError, match="mamba_step_cpu takes CPU tensors"):
+        scan_cpu.mamba_step_cpu(torch.ones(1, 1, 6, device="meta"), *[None] * 9)
 
 
 def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(monkeypatch,
@@ -161,12 +175,16 @@ def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(mon
         assert not ok and "no-such-compiler" in reason
         x = scan_inputs(1, 4, 3, 2, torch.float32)
         with pytest.warns(UserWarning, match="no-such-compiler.*PyTorch scan"):   # said once
-            assert ssm._resolve_backend(None, x["u"]) == "torch"
+            assert ssm.resolve_backend("auto", "cpu") == "torch"
+        assert ssm.default_scan_backend("cpu") == "torch"
+        assert MambaBlock(16).backend_cpu.name == "torch"
         y = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])   # runs, on torch
         torch.testing.assert_close(y, selective_scan_ref(x["u"], x["delta"], x["A"], x["B"],
                                                          x["C"]))
-        with pytest.raises(ssm.SSMError, match="c scan is unavailable.*no-such-compiler"):
+        with pytest.raises(ssm.SSMError, match="c scan backend is unavailable.*no-such-compiler"):
             selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="c")
+        with pytest.raises(ssm.SSMError, match="no-such-compiler.*scan_backend='torch'"):
+            MambaBlock(16, scan_backend="c")
         with pytest.raises(scan_cpu.ScanCpuError, match="backend='torch'"):
             scan_cpu.selective_scan_cpu(x["u"], x["delta"], x["A"], x["B"], x["C"])
     finally:
@@ -201,14 +219,22 @@ def test_c_recurrent_step_equals_torch_step_and_full_forward(batch, chunks):
 
 
 @needs_c
-def test_c_step_is_used_for_inference_only():
-    block = MambaBlock(16, scan_backend="c")
-    xz = torch.randn(1, 1, 64)
+def test_c_step_runs_for_inference_in_fp32_only(monkeypatch):
+    # It computes no gradients and only fp32: with gradients wanted, or bf16 weights, the C
+    # backend takes the reference step (which the other backends always take).
+    ran = []
+    for module, name in ((scan_cpu, "mamba_step_cpu"), (ssm, "mamba_step_ref")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda *a, _name=name, _real=real: ran.append(_name) or _real(*a))
+    block, x = MambaBlock(16, scan_backend="c"), torch.randn(2, 3, 16)
+    block_bf16 = MambaBlock(16, scan_backend="c").to(torch.bfloat16)
     with torch.inference_mode():
-        assert block._c_step_applies(xz)
-        assert not block._c_step_applies(xz.to(torch.bfloat16))
-    assert not block._c_step_applies(block.in_proj(torch.randn(1, 1, 16)))   # grads wanted
-    assert not MambaBlock(16, scan_backend="torch")._c_step_applies(xz)
+        block.step(x, block.init_cache(2, "cpu"))
+        block_bf16.step(x.bfloat16(), block_bf16.init_cache(2, "cpu"))
+    block.step(x, block.init_cache(2, "cpu"))                                 # grads wanted
+    assert ran == ["mamba_step_cpu", "mamba_step_ref", "mamba_step_ref"]
+    assert MambaBlock(16, scan_backend="torch").backend_cpu.step is mamba_step_ref
 
 
 @needs_c
@@ -221,3 +247,7 @@ def test_a_state_too_large_for_the_c_scan_runs_on_torch_under_auto_and_errors_wh
     torch.testing.assert_close(selective_scan(*args), selective_scan_ref(*args))
     with pytest.raises(scan_cpu.ScanCpuError, match=f"d_state <= {scan_cpu.MAX_D_STATE}"):
         selective_scan(*args, backend="c")
+    assert MambaBlock(4, d_state=n).backend_cpu.name == "torch"
+    assert MambaBlock(4, d_state=n - 1).backend_cpu.name == "c"
+    with pytest.raises(scan_cpu.ScanCpuError, match=f"d_state <= {scan_cpu.MAX_D_STATE}"):
+        MambaBlock(4, d_state=n, scan_backend="c")(torch.randn(1, 3, 4))

@@ -148,6 +148,27 @@ def test_ssm_selective_scan_reaches_this_kernel_with_the_triton_backend(monkeypa
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
 
 
+def test_mamba_block_on_the_triton_backend_runs_this_kernel_and_matches_the_reference_backend(
+        monkeypatch):
+    from test_ssm import assert_blocks_agree
+    launched = []
+    forward = scan_kernel._scan_forward
+    monkeypatch.setattr(scan_kernel, "_scan_forward", lambda *a: launched.append(1) or forward(*a))
+    assert_blocks_agree("triton", length=9, d_model=4, d_state=3)   # forward, every gradient
+    assert launched == [1]
+
+
+def test_ssm_triton_backend_on_cpu_tensors_without_the_interpreter_says_it_needs_cuda(
+        monkeypatch):
+    import ssm
+    if CUDA:
+        pytest.skip("CPU tensors on a machine with CUDA: not this situation")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    x = {k: v.detach() if v is not None else None for k, v in make_inputs(1, 3, 2, 2).items()}
+    with pytest.raises(scan_kernel.ScanKernelError, match="needs CUDA tensors"):
+        ssm.selective_scan(*(x[k] for k in NAMES), backend="triton")
+
+
 def test_bad_inputs_raise_one_clear_error(monkeypatch):
     x = {k: v.detach() if v is not None else None for k, v in make_inputs(2, 5, 4, 3).items()}
     call = lambda **change: scan_kernel.selective_scan_triton(**{**x, **change})   # noqa: E731

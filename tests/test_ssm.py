@@ -1,6 +1,9 @@
-"""Tests for ssm.py: the fast scan against the reference loop (forward and every gradient),
-the scan dispatch, the Mamba block's reference layout and initialisation, causality, and
-recurrent step() == full forward. CPU only, a few seconds in all."""
+"""Tests for ssm.py and scan_torch.py: the chunked PyTorch scan against the reference loop
+(forward and every gradient), the reference conv against nn.Conv1d, the choice of backend (config
+field, DM_SCAN_BACKEND, fallbacks), the house rule that no fast path imports the model, the Mamba
+block's reference layout and initialisation, causality, and recurrent step() == full forward.
+CPU only, a few seconds in all. The C and Triton backends: test_scan_cpu.py, test_scan_kernel.py."""
+import ast
 import math
 import runpy
 from pathlib import Path
@@ -10,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import ssm
-from ssm import (MambaBackbone, MambaBlock, SSMError, selective_scan, selective_scan_ref,
-                 selective_scan_torch)
+from scan_torch import selective_scan_torch
+from ssm import (Backend, MambaBackbone, MambaBlock, SSMError, causal_conv_silu_ref,
+                 selective_scan, selective_scan_ref)
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -64,7 +68,7 @@ def assert_close_rel(actual, expected, rtol, atol, what):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("length", [1, 7, 63, 100])
 @pytest.mark.parametrize("chunk_len", [None, 5], ids=["one_chunk", "chunks_of_5"])
-def test_fast_scan_matches_reference_forward_and_all_gradients(length, dtype, chunk_len):
+def test_chunked_torch_scan_matches_reference_forward_and_all_gradients(length, dtype, chunk_len):
     inputs = scan_inputs(2, length, 6, 4, dtype)
     grad_out = torch.randn(2, length, 6, generator=torch.Generator().manual_seed(1)).to(dtype)
     y_fast, g_fast = run_with_grads(selective_scan_torch, inputs, grad_out, delta_softplus=True,
@@ -81,7 +85,7 @@ def test_fast_scan_matches_reference_forward_and_all_gradients(length, dtype, ch
         assert_close_rel(g_fast[name], g_ref[name], *TOL[dtype]["grad"], f"grad {name}")
 
 
-def test_fast_scan_matches_reference_without_optional_inputs():
+def test_chunked_torch_scan_matches_reference_without_optional_inputs():
     inputs = scan_inputs(3, 19, 5, 3, torch.float32)
     core = {k: inputs[k] for k in ("u", "delta", "A", "B", "C")}
     core["delta"] = core["delta"].abs() * 0.2                            # no softplus: keep Δ > 0
@@ -94,7 +98,7 @@ def test_fast_scan_matches_reference_without_optional_inputs():
 
 
 @pytest.mark.parametrize("batch, length", [(1, 9), (3, 1)], ids=["batch1", "length1"])
-def test_fast_scan_leaves_inputs_untouched_when_time_first_is_a_view(batch, length):
+def test_chunked_torch_scan_leaves_inputs_untouched_when_time_first_is_a_view(batch, length):
     # With B or L of 1 the time-first copy of an fp32 input is the input itself; the fast scan
     # must then not write into it (forward or backward), and must still match the reference.
     inputs = scan_inputs(batch, length, 6, 4, torch.float32)
@@ -113,7 +117,7 @@ def test_fast_scan_leaves_inputs_untouched_when_time_first_is_a_view(batch, leng
         assert_close_rel(leaves[name].grad, g_ref[name], 1e-4, 1e-4, f"grad {name}")
 
 
-def test_fast_scan_stays_fp32_under_autocast():
+def test_chunked_torch_scan_stays_fp32_under_autocast():
     # Under bf16 autocast a matmul would round to bf16; the fast scan's sums over N must not.
     inputs = scan_inputs(2, 9, 6, 4, torch.float32)
     grad_out = torch.randn(2, 9, 6)
@@ -139,61 +143,200 @@ def test_reference_scan_matches_closed_form_for_one_channel():
     torch.testing.assert_close(y.flatten(), torch.tensor(expected))
 
 
+def conv_silu_conv1d(x, weight, bias):
+    """silu(nn.Conv1d's causal depthwise conv): pad K-1 zeros on the left, keep L outputs."""
+    length, kernel = x.shape[1], weight.shape[1]
+    out = F.conv1d(x.transpose(1, 2), weight.unsqueeze(1), bias, padding=kernel - 1,
+                   groups=x.shape[2])[..., :length]
+    return F.silu(out).transpose(1, 2)
+
+
+def conv_inputs(kernel, length, bias, seed=0):
+    """x as a strided half of a (B, L, 2D) tensor (as in the block), weight (D, K), bias (D,)."""
+    g = torch.Generator().manual_seed(seed)
+    xz = torch.randn(3, length, 2 * 13, generator=g, requires_grad=True)
+    weight = torch.randn(13, kernel, generator=g, requires_grad=True)
+    b = torch.randn(13, generator=g, requires_grad=True) if bias else None
+    return xz, weight, b
+
+
+CONV_CASES = pytest.mark.parametrize("kernel, length, bias",
+                                     [(4, 60, True), (4, 2, True), (2, 9, False)],
+                                     ids=["K4", "shorter_than_K", "K2_no_bias"])
+
+
+@CONV_CASES
+def test_reference_conv_silu_matches_conv1d_forward_and_gradients(kernel, length, bias):
+    xz, weight, b = conv_inputs(kernel, length, bias)
+    leaves = [t for t in (xz, weight, b) if t is not None]
+    grad_out = torch.randn(3, length, 13)
+    out = causal_conv_silu_ref(xz[..., :13], weight, b)
+    expected = conv_silu_conv1d(xz[..., :13], weight, b)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(torch.autograd.grad(out, leaves, grad_out),
+                         torch.autograd.grad(expected, leaves, grad_out), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
-# Dispatch
+# Choosing the backend
 # ---------------------------------------------------------------------------------------------
 
+def recording(name, calls):
+    """A Backend that notes which of its functions ran, then runs the reference."""
+    def record(what, fn):
+        return lambda *a, **kw: calls.append(f"{name}.{what}") or fn(*a, **kw)
+    return Backend(name, record("scan", selective_scan_ref),
+                   record("conv_silu", causal_conv_silu_ref), record("step", ssm.mamba_step_ref))
+
+
 @pytest.fixture
-def spies(monkeypatch):
-    """Replace both PyTorch paths by recorders, so a test sees which one selective_scan ran."""
+def calls(monkeypatch):
+    """The ref and torch backends replaced by recorders; DM_SCAN_BACKEND unset."""
     calls = []
-    monkeypatch.setattr(ssm, "selective_scan_torch", lambda *a: calls.append("torch") or a[0])
-    monkeypatch.setattr(ssm, "selective_scan_ref", lambda *a: calls.append("ref") or a[0])
+    monkeypatch.setattr(ssm, "REFERENCE", recording("ref", calls))
+    monkeypatch.setattr(ssm, "TORCH", recording("torch", calls))
     monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
     return calls
 
 
-def _call(backend=None):
+def _call(backend="auto"):
     x = scan_inputs(1, 3, 2, 2, torch.float32)
     return selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend=backend)
 
 
-def test_dispatch_auto_on_cpu_runs_c_scan_else_fast_torch_scan(spies, monkeypatch):
-    record_c = lambda *a: spies.append("c") or a[0]                      # noqa: E731
-    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (ssm.CKernels(record_c, None, None), None))
-    _call()
-    _call("auto")
-    monkeypatch.setattr(ssm, "_load_c_scan", lambda: (None, "no C compiler found"))
-    _call()
-    _call("auto")
-    assert spies == ["c", "c", "torch", "torch"]
+C_BUILT = (Backend("c", None, None, None), None)            # what _load_c_scan gives, faked
+C_MISSING = (None, "no C compiler found")
 
 
-def test_dispatch_forced_backend_and_env_var(spies, monkeypatch):
-    _call("ref")
+def test_auto_on_cpu_is_c_where_it_builds_and_the_state_fits_else_torch(monkeypatch):
+    monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
+    limit = ssm.scan_cpu.MAX_D_STATE
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: C_BUILT)
+    assert ssm.resolve_backend("auto", "cpu", d_state=16) == "c"
+    assert ssm.resolve_backend(None, torch.device("cpu"), d_state=limit) == "c"
+    assert ssm.resolve_backend("auto", "cpu", d_state=limit + 1) == "torch"
+    assert ssm.default_scan_backend("cpu", limit + 1) == "torch"
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: C_MISSING)
+    assert ssm.resolve_backend("auto", "cpu", d_state=16) == "torch"
+    assert ssm.default_scan_backend("cpu") == "torch"
+
+
+def test_auto_on_cuda_is_triton_where_cuda_and_triton_are_present_else_torch(monkeypatch):
+    monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
+    monkeypatch.setattr(ssm, "_load_triton_scan", lambda: (Backend("triton", *[None] * 3), None))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ssm.resolve_backend("auto", "cuda") == "triton"
+    monkeypatch.setattr(ssm, "_load_triton_scan", lambda: (None, "No module named 'triton'"))
+    assert ssm.resolve_backend("auto", "cuda") == "torch"
+    monkeypatch.setattr(ssm, "_load_triton_scan", lambda: (Backend("triton", *[None] * 3), None))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ssm.resolve_backend("auto", "cuda") == "torch"
+
+
+def test_env_var_replaces_auto_but_never_a_named_backend(monkeypatch):
     monkeypatch.setenv("DM_SCAN_BACKEND", "ref")
-    _call()                      # env var honoured under auto
-    _call("torch")               # an explicit argument beats the env var
-    assert spies == ["ref", "ref", "torch"]
+    assert ssm.resolve_backend("auto", "cpu") == ssm.resolve_backend(None, "cuda") == "ref"
+    assert ssm.default_scan_backend("cpu") == "ref"
+    assert ssm.resolve_backend("torch", "cpu") == "torch"
+    assert MambaBlock(8, scan_backend="torch").backend_cpu.name == "torch"
 
 
-def test_dispatch_rejects_unknown_backend(monkeypatch):
-    monkeypatch.setenv("DM_SCAN_BACKEND", "cuda-magic")
+def test_unknown_backend_is_rejected_from_the_argument_or_the_env_var(monkeypatch):
+    monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
     with pytest.raises(SSMError, match="choose one of"):
+        MambaBlock(8, scan_backend="cuda-magic")
+    monkeypatch.setenv("DM_SCAN_BACKEND", "cuda-magic")
+    with pytest.raises(SSMError, match="DM_SCAN_BACKEND"):
         _call()
 
 
-def test_dispatch_forced_triton_on_cpu_needs_interpreter(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(SSMError, match="CUDA tensors"):
-        _call("triton")
+def test_selective_scan_runs_the_backend_named_or_the_env_vars_under_auto(calls, monkeypatch):
+    _call("ref")
+    _call("torch")
+    monkeypatch.setenv("DM_SCAN_BACKEND", "ref")
+    _call()                      # env var honoured under auto
+    _call("torch")               # a named backend beats the env var
+    assert calls == ["ref.scan", "torch.scan", "ref.scan", "torch.scan"]
 
 
-def test_dispatch_forced_triton_without_kernel_says_so(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+def test_a_forced_backend_that_is_missing_says_why_when_the_block_is_built(monkeypatch):
     monkeypatch.setattr(ssm, "_load_triton_scan", lambda: (None, "No module named 'triton'"))
-    with pytest.raises(SSMError, match="unavailable"):
-        _call("triton")
+    monkeypatch.setattr(ssm, "_load_c_scan", lambda: C_MISSING)
+    for name, reason in (("triton", "No module named 'triton'"), ("c", "no C compiler found")):
+        with pytest.raises(SSMError, match=f"{name} scan backend is unavailable \\({reason}"):
+            MambaBlock(8, scan_backend=name)
+        with pytest.raises(SSMError, match="scan_backend='torch'"):
+            _call(name)
+
+
+def test_block_chooses_its_backend_once_and_runs_conv_scan_and_step_through_it(calls,
+                                                                               monkeypatch):
+    monkeypatch.setenv("DM_SCAN_BACKEND", "ref")
+    block = MambaBlock(8, d_state=4).eval()                    # auto -> ref, from the env var
+    monkeypatch.setenv("DM_SCAN_BACKEND", "torch")             # read once: no effect any more
+    assert block.backend_cpu.name == block.backend_cuda.name == "ref"
+    with torch.no_grad():
+        block(torch.randn(2, 5, 8))
+        block.step(torch.randn(2, 8), block.init_cache(2, "cpu"))
+    assert calls == ["ref.conv_silu", "ref.scan", "ref.step"]
+
+
+def block_run(scan_backend, state_dict, x, d_state):
+    """A MambaBlock on `scan_backend` with these weights -> its output and the gradients of x and
+    of every parameter for the loss sum(out^2)."""
+    block = MambaBlock(x.shape[-1], d_state=d_state, scan_backend=scan_backend)
+    block.load_state_dict(state_dict)
+    assert block.backend_cpu.name == scan_backend
+    x = x.clone().requires_grad_()
+    out = block(x)
+    out.square().sum().backward()
+    return out.detach(), [x.grad] + [p.grad for p in block.parameters()]
+
+
+def assert_blocks_agree(scan_backend, length=23, d_model=16, d_state=16, fwd=1e-5, grad=1e-4):
+    """The block on `scan_backend` against the block on the reference backend, same weights."""
+    torch.manual_seed(0)
+    state_dict = MambaBlock(d_model, d_state=d_state).state_dict()
+    x = torch.randn(2, length, d_model)
+    out, grads = block_run(scan_backend, state_dict, x, d_state)
+    out_ref, grads_ref = block_run("ref", state_dict, x, d_state)
+    torch.testing.assert_close(out, out_ref, rtol=fwd, atol=fwd)
+    for got, want in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=grad, atol=grad)
+
+
+def test_block_on_the_torch_backend_matches_the_reference_backend():
+    assert_blocks_agree("torch")
+
+
+def imported_modules(path):
+    """Every top-level module name a file imports, anywhere in it (functions, __main__ too)."""
+    names = set()
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_fast_path_imports_the_model_it_speeds_up():
+    # The finder sees imports at the top and inside functions: ssm.py has both kinds.
+    assert {"scan_torch", "scan_cpu", "scan_kernel"} <= imported_modules(ROOT / "ssm.py")
+    for name in ("scan_torch.py", "scan_cpu.py", "scan_kernel.py"):
+        found = imported_modules(ROOT / name) & {"ssm", "dt"}
+        assert not found, f"{name} imports {found}"
+
+
+def test_ssm_reads_model_first_and_holds_no_hand_written_backward():
+    tree = ast.parse((ROOT / "ssm.py").read_text())
+    order = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert (order.index("selective_scan_ref") < order.index("MambaBlock")
+            < order.index("MambaBackbone") < order.index("mamba_step_ref")
+            < order.index("resolve_backend") < order.index("selective_scan"))
+    bases = [ast.unparse(b) for n in ast.walk(tree) if isinstance(n, ast.ClassDef) for b in n.bases]
+    assert "torch.autograd.Function" not in bases and bases    # autograd Functions live elsewhere
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +399,6 @@ def test_block_initialisation_follows_reference():
     assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 1e-1 * 1.001 and dt.std() > 0
     assert block.dt_proj.weight.abs().max() <= 4 ** -0.5
     assert block.A_log._no_weight_decay and block.D._no_weight_decay
-    assert block.dt_proj.bias._no_reinit
 
 
 def test_block_parameter_count_matches_reference_formula():
@@ -277,9 +419,14 @@ def test_backbone_is_causal():
     assert (y[:, 7:] - y_changed[:, 7:]).abs().max() > 1e-2            # the change did arrive
 
 
-def test_backbone_step_by_step_equals_full_forward():
+# The step is mamba_step_ref on these backends (and on triton); the C step: test_scan_cpu.py.
+STEP_BACKENDS = pytest.mark.parametrize("scan_backend", ["torch", "ref"])
+
+
+@STEP_BACKENDS
+def test_backbone_step_by_step_equals_full_forward(scan_backend):
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=3, dropout=0.1).eval()
+    net = MambaBackbone(16, n_layer=3, dropout=0.1, scan_backend=scan_backend).eval()
     x = torch.randn(3, 11, 16)
     y = net(x)
     cache, outs = net.init_cache(3, x.device), []
@@ -291,9 +438,10 @@ def test_backbone_step_by_step_equals_full_forward():
     assert conv.shape == (3, 32, 3) and h.shape == (3, 32, 16) and h.dtype == torch.float32
 
 
-def test_backbone_fed_in_chunks_of_several_tokens_equals_full_forward():
+@STEP_BACKENDS
+def test_backbone_fed_in_chunks_of_several_tokens_equals_full_forward(scan_backend):
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2).eval()
+    net = MambaBackbone(16, n_layer=2, scan_backend=scan_backend).eval()
     x = torch.randn(2, 12, 16)
     y = net(x)
     cache, outs, t = net.init_cache(2, x.device), [], 0
