@@ -80,11 +80,13 @@ def attention_ref(q, k, v, mask, dropout_p=0.0):
     look at a key (every query row must allow at least one key). dropout_p > 0 drops attention
     weights (pass 0 in eval mode).
     """
+    # exercise 1: begin
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
     scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # (B, H, T, T), rows sum to 1
     weights = F.dropout(weights, p=dropout_p, training=dropout_p > 0)
     return weights @ v  # (B, H, T, hs)
+    # exercise 1: end
 
 
 def attention_mask(token_mask):
@@ -93,11 +95,13 @@ def attention_mask(token_mask):
     A query always sees itself, so a padded query's row is never empty (no NaN from a softmax
     over nothing); a real query only sees real keys, so padding never reaches a real token.
     """
+    # exercise 1: begin
     T = token_mask.size(1)
     causal = torch.ones(T, T, dtype=torch.bool, device=token_mask.device).tril()  # (T, T)
     self_only = torch.eye(T, dtype=torch.bool, device=token_mask.device)  # (T, T)
     key_real = token_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
     return causal & (key_real | self_only)  # (B, 1, T, T)
+    # exercise 1: end
 
 
 class CausalSelfAttention(nn.Module):
@@ -247,6 +251,7 @@ class DecisionModel(nn.Module):
             raise ModelError(f"the model expects state/action sizes {self.config.state_dim}/"
                              f"{self.config.act_dim} but got {states.size(-1)}/"
                              f"{actions.size(-1)}; use a model built for this environment.")
+        # exercise 2: begin
         time = self._time(timesteps)  # (B, K, C)
         tokens = torch.stack((self.embed_return(returns_to_go) + time,
                               self.embed_state(states) + time,
@@ -258,13 +263,16 @@ class DecisionModel(nn.Module):
         # Actions are read at state tokens (positions 1, 4, 7, ...), so the backbone's last
         # layer computes only those: s_1 .. s_K, or s_K alone.
         rows = slice(3 * K - 2, 3 * K - 1) if last_only else slice(1, 3 * K, 3)
+        # exercise 2: end
         x = self.ln_f(self.backbone(x, padding_mask=token_mask, rows=rows))  # (B, K or 1, C)
         action_pred = self.predict_action(x)  # (B, K or 1, act), from s_t
         loss = None
         if targets is not None:
+            # exercise 2: begin
             per_step = ((action_pred - targets) ** 2).mean(dim=-1)  # (B, K)
             mask = mask.to(per_step.dtype)
             loss = (per_step * mask).sum() / mask.sum().clamp(min=1.0)
+            # exercise 2: end
         return action_pred, loss
 
     def optim_groups(self, weight_decay):
