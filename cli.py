@@ -36,9 +36,10 @@ def build_parser(config_cls, description):
         meta, default = f.metadata, f.default
         if default is dataclasses.MISSING:
             default = None
-        shown = "" if default in (None, False) else f" (default: {default})"
-        if meta.get("positional"):  # always required
-            parser.add_argument(f.name, help=meta["help"], type=meta.get("type") or str)
+        shown = "" if default in (None, False, ()) else f" (default: {default})"
+        if meta.get("positional"):  # required, unless nargs says "*"
+            parser.add_argument(f.name, help=meta["help"], type=meta.get("type") or str,
+                                **({"nargs": meta["nargs"]} if meta.get("nargs") else {}))
         elif isinstance(default, bool):
             parser.add_argument(flag_name(f.name), dest=f.name, action="store_true",
                                 default=argparse.SUPPRESS, help=meta["help"])

@@ -6,7 +6,7 @@ and the Decision Mamba side by side:
     over-episode std, averaged over seeds), next to the dataset's own mean and best return;
   - training loss vs step, one PNG per env (every run, coloured by model);
   - achieved vs target return, one PNG (does return conditioning work?);
-  - the runtime and memory tables and plots that profile.py wrote;
+  - the runtime and memory tables and plots that profile.py rendered, embedded as they are;
   - the settings, seeds, devices, versions and the commands that regenerate all of it.
 Every sentence about a comparison is computed from the numbers in the tables; nothing else is
 claimed. Missing pieces (runs not evaluated, no GPU profile) are listed, not hidden.
@@ -20,7 +20,6 @@ metrics.jsonl (lines {"step", "loss", "lr", "time"} and {"step", "eval": {...}})
 
 Reference (idea only): Chen et al. 2021, "Decision Transformer", Table 1 and Figure 4.
 """
-import argparse
 import glob
 import json
 import os
@@ -28,11 +27,12 @@ import re
 import shlex
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cli import atomic_write, build_parser, flag_name, option
 from data import normalized_score
 
 MODEL_NAMES = {"dt": "DT", "mamba": "Mamba"}
@@ -49,13 +49,13 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class ReportConfig:
-    runs: tuple = field(metadata={"help": "train.py run folders (e.g. runs/*); folders without "
-                                          "config.json are listed as skipped"})
-    profile: tuple = field(default=(), metadata={
-        "help": "profile.py result files (default: results/profile-*.json if any)"})
-    out: str = field(default="REPORT.md", metadata={"help": "the markdown file to write"})
-    figures: str = field(default="results/figures", metadata={
-        "help": "folder for the PNG figures (linked from the report by relative path)"})
+    runs: tuple = option((), "train.py run folders (e.g. runs/*); folders without config.json "
+                             "are listed as skipped", positional=True, nargs="*")
+    profile: tuple = option((), "profile.py result files (none given: results/profile-*.json, "
+                                "if any)", type=str, nargs="+")
+    out: str = option("REPORT.md", "the markdown file to write")
+    figures: str = option("results/figures", "folder for the PNG figures (linked from the report "
+                                             "by relative path)")
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -111,8 +111,13 @@ def load_run(path):
     """-> (Run, None), or (None, why it was skipped)."""
     path = Path(path)
     config = read_json(path / "config.json")
-    if config is None or "train" not in config:
+    if config is None or not isinstance(config.get("train") if isinstance(config, dict) else None,
+                                        dict):
         return None, "no readable train.py config.json"
+    missing = [k for k in ("model", "env", "dataset", "seed", "context")
+               if k not in config["train"]]
+    if missing:
+        return None, f"config.json lacks {', '.join(missing)} (not written by train.py?)"
     losses = []
     if (path / "metrics.jsonl").exists():
         for line in (path / "metrics.jsonl").read_text().splitlines():
@@ -120,9 +125,11 @@ def load_run(path):
                 record = json.loads(line)
             except ValueError:  # a line cut short by a crash
                 continue
-            if "loss" in record:
+            if isinstance(record, dict) and "loss" in record and "step" in record:
                 losses.append((record["step"], record["loss"]))
-    evaluation = read_json(path / "eval.json") or {}
+    evaluation = read_json(path / "eval.json")
+    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("results", []), list):
+        evaluation = {}  # unreadable or not evaluate.py's: the run is listed without a score
     return Run(path, config, losses, evaluation.get("results", []),
                evaluation.get("config", {}), evaluation.get("step")), None
 
@@ -194,6 +201,12 @@ def _pyplot():
     return plt
 
 
+def save_png(fig, path):
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    _pyplot().close(fig)
+
+
 def plot_losses(runs, env, path):
     """Training loss vs step for every run of env, one panel per dataset."""
     plt = _pyplot()
@@ -209,9 +222,7 @@ def plot_losses(runs, env, path):
         ax.set(xlabel="optimiser step", ylabel="action MSE (training)", yscale="log",
                title=f"{env} / {dataset}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_targets(runs, path):
@@ -245,9 +256,7 @@ def plot_targets(runs, path):
                                label=f"{dataset} dataset {word}")
         ax.set(xlabel="target return", ylabel="achieved return", title=env)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -291,8 +300,7 @@ def train_command(run):
     for name, value in dict(run.train, out=str(run.path)).items():
         if name == "resume" or value is None or value is False:
             continue
-        flag = "--" + name.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
+        parts += [flag_name(name)] + ([] if value is True else [str(value)])
     return shlex.join(parts)
 
 
@@ -454,21 +462,13 @@ def write_report(cfg: ReportConfig) -> Path:
         command = (read_json(path) or {}).get("command")
         doc.append(command or "python profile.py")
     doc += [report_command(cfg), "```", ""]
-    out.write_text("\n".join(doc))
+    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(doc)))
     return out
 
 
 def parse_args(argv=None) -> ReportConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="*", help=ReportConfig.__dataclass_fields__["runs"]
-                        .metadata["help"])
-    for name in ("profile", "out", "figures"):
-        f = ReportConfig.__dataclass_fields__[name]
-        parser.add_argument("--" + name, nargs="+" if name == "profile" else None,
-                            default=f.default, help=f.metadata["help"] + (
-                                f" (default {f.default})" if f.default else ""))
-    args = vars(parser.parse_args(argv))
-    return ReportConfig(runs=tuple(args.pop("runs")), profile=tuple(args.pop("profile")), **args)
+    args = vars(build_parser(ReportConfig, __doc__.split("\n\n")[0]).parse_args(argv))
+    return ReportConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
 
 
 def main(argv=None):

@@ -110,3 +110,23 @@ def test_report_on_a_folder_without_runs_says_what_to_do_in_one_sentence(tmp_pat
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "python train.py" in lines[0]
     assert not (tmp_path / "R.md").exists()
+
+
+def test_crafted_run_files_are_skipped_or_read_around_not_a_traceback(runs, tmp_path):
+    """A metrics line without a step, config.json that is not train.py's, eval.json that is not
+    evaluate.py's: the report still comes out, the bad runs listed as skipped."""
+    with open(runs / "runs" / "dt-s0" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"loss": 0.5}) + "\n" + json.dumps([1, 2]) + "\n")
+    for name, config in (("list", [1, 2]), ("train-not-dict", {"train": 5}),
+                         ("train-partial", {"train": {"model": "dt"}})):
+        (runs / "runs" / name).mkdir()
+        (runs / "runs" / name / "config.json").write_text(json.dumps(config))
+    (runs / "runs" / "dt-s1" / "eval.json").write_text(json.dumps({"results": "oops"}))
+    out = tmp_path / "R.md"
+    result = subprocess.run([sys.executable, "report.py", *map(str, (runs / "runs").iterdir()),
+                             "--out", str(out), "--figures", str(tmp_path / "fig")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    text = out.read_text()
+    assert "config.json lacks env, dataset, seed, context" in text
+    assert "no readable train.py config.json" in text
