@@ -150,11 +150,15 @@ def _per_channel(p_D, p_delta_bias, offs_d, mask_d, HAS_D: tl.constexpr, HAS_DEL
 
 @triton.jit
 def _chunk_states(b_delta, b_u, b_A, b_B, b_h0):
-    """Every state of a chunk from the state before it. -> inputs x_t, states h_t (CHUNK, BLOCK_D, BLOCK_N)"""
+    """Every state of a chunk from the state before it: b_delta, b_u (CHUNK, BLOCK_D), b_A (BLOCK_D,
+    BLOCK_N), b_B (CHUNK, BLOCK_N), b_h0 (BLOCK_D, BLOCK_N). -> inputs x_t = delta_t u_t B_t and
+    states h_t, both (CHUNK, BLOCK_D, BLOCK_N)"""
+    # exercise 7: begin
     b_decay = tl.exp(b_delta[:, :, None] * b_A[None, :, :])
     b_input = (b_delta * b_u)[:, :, None] * b_B[:, None, :]
     b_decay_cum, b_input_cum = tl.associative_scan((b_decay, b_input), axis=0, combine_fn=_compose)
     return b_input, b_input_cum + b_decay_cum * b_h0[None, :, :]
+    # exercise 7: end
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +210,8 @@ def _scan_fwd_kernel(
     for c in range(0, n_chunks):
         if SAVE_STATES:
             tl.store(p_h_saved + ((pid_b * n_chunks + c) * dim * dstate + offs_dn), b_h, mask=mask_dn)
+        # Chunk c: load its rows, compute its states from b_h, write y, leave the last state in b_h.
+        # exercise 7: begin
         offs_t = c * CHUNK + offs_c
         mask_td = (offs_t < seqlen)[:, None] & mask_d[None, :]
         b_delta, _ = _step_sizes(p_delta, offs_t, offs_d, mask_d, b_bias, seqlen, dim,
@@ -222,6 +228,7 @@ def _scan_fwd_kernel(
         tl.store(p_y + offs_t[:, None] * dim + offs_d[None, :], b_y.to(p_y.dtype.element_ty), mask=mask_td)
         # The last row is the state after the chunk (padded steps past L leave it unchanged).
         b_h = tl.sum(tl.where((offs_c == CHUNK - 1)[:, None, None], b_hs, 0.0), axis=0)
+        # exercise 7: end
 
 
 # ---------------------------------------------------------------------------------------------

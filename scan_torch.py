@@ -137,6 +137,12 @@ class _SelectiveScanFn(torch.autograd.Function):
             g_z = g_y * y_tf * sig * (1 + z_tf * (1 - sig))              # d silu(z) / dz
             g_y = g_y * z_tf * sig                                       # g_y * silu(z)
         g_D = (g_y * u_tf).sum((0, 1)) if has_D else None
+        # The scan's own gradients, from g_y (L, B, D), the gradient of y_t = <h_t, C_t>: g_u
+        # and g_delta (L, B, D) with respect to u and Δ (Δ after bias and softplus), g_A (D, N),
+        # g_B and g_C (L, B, N), all fp32, time first, new tensors (the lines after the region
+        # change g_u and g_delta in place). The forward saved h0[i], the state entering chunk i
+        # (chunks of `steps` time steps); _scan_chunk recomputes a chunk's decays and states.
+        # exercise 5: begin
         decay_buf = u_tf.new_empty(steps, batch, d_state, channels)      # (T, B, N, D)
         states_buf, g_h_buf = torch.empty_like(decay_buf), torch.empty_like(decay_buf)
         g_B, g_C = torch.empty_like(B_tf), torch.empty_like(C_tf)        # (L, B, N)
@@ -169,13 +175,15 @@ class _SelectiveScanFn(torch.autograd.Function):
             for t in range(t1 - t0):                                     # sum over B at the end
                 g_A_acc.addcmul_(e[t], delta_tf[t0 + t].unsqueeze(1))
         g_u = g_du * delta_tf                                            # (L, B, D)
-        if has_D:
-            g_u.addcmul_(g_y, D.float())
         g_delta.addcmul_(g_du, u_tf)
+        g_A = g_A_acc.sum(0).t()                                         # (D, N)
+        # exercise 5: end
+        if has_D:
+            g_u.addcmul_(g_y, D.float())                                 # y_t += D u_t
         if ctx.delta_softplus:
-            g_delta.mul_(torch.sigmoid(delta_raw))
+            g_delta.mul_(torch.sigmoid(delta_raw))                       # softplus' = sigmoid
         g_bias = g_delta.sum((0, 1)) if has_bias else None
-        grads = (g_u, g_delta, g_A_acc.sum(0).t(), g_B, g_C, g_D, g_z, g_bias)
+        grads = (g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias)
         time_first = (True, True, False, True, True, False, True, False)
         return (*(None if g is None else (g.transpose(0, 1) if tf else g).to(dt).contiguous()
                   for g, dt, tf in zip(grads, ctx.dtypes, time_first)), None, None)

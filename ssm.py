@@ -64,6 +64,7 @@ class SSMError(ValueError):
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Selective scan, one time step at a time. Shapes: u, delta, z (B, L, D); A (D, N);
     B, C (B, L, N); D, delta_bias (D,). Computes in fp32, returns y (B, L, D) in u's dtype."""
+    # exercise 4: begin
     dtype_in = u.dtype
     u, delta, A, B, C = u.float(), delta.float(), A.float(), B.float(), C.float()
     if delta_bias is not None:
@@ -84,6 +85,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     if z is not None:
         y = y * F.silu(z.float())
     return y.to(dtype_in)
+    # exercise 4: end
 
 
 def causal_conv_silu_ref(x, weight, bias=None):
@@ -284,9 +286,10 @@ class MambaBackbone(nn.Module):
 def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_weight,
                    dt_proj_weight, dt_proj_bias, A_log, D):
     """The middle of a block's step, conv to gate, for T new tokens: xz (B, T, 2 D) is in_proj's
-    output; conv_state (B, D, K-1) and ssm_state (B, D, N) the cache, left untouched; the weights
-    as the block holds them (conv_weight (D, K) squeezed). -> y (B, T, D), gated, before
+    output [x; z]; conv_state (B, D, K-1) and ssm_state (B, D, N) the cache, left untouched; the
+    weights as the block holds them (conv_weight (D, K) squeezed). -> y (B, T, D), gated, before
     out_proj, in xz's dtype, and the new cache (conv_state, ssm_state)."""
+    # exercise 6: begin
     tokens, dtype = xz.shape[1], xz.dtype
     kernel, rank, d_state = conv_weight.shape[1], dt_proj_weight.shape[1], A_log.shape[1]
     x, z = xz.chunk(2, dim=-1)                                           # (B, T, D) each
@@ -308,6 +311,7 @@ def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
     y = (states @ C.unsqueeze(-1)).squeeze(-1)                          # (B, T, D)
     y = torch.addcmul(y, x, D.float()).mul_(F.silu(z.float())).to(dtype)
     return y, (window[..., tokens:], h)
+    # exercise 6: end
 
 
 # ---------------------------------------------------------------------------------------------
