@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from ssm import SCAN_BACKENDS, MambaBackbone
 
 BACKBONES = ("gpt", "mamba")
+# The GPT's MLP activation. Exact (erf) GELU, not GPT-2's tanh approximation, which torch's CPU
+# build runs 2.7-3.9x slower (python benchmarks/bench_cpu_ops.py).
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
 class ModelError(ValueError):
@@ -55,6 +58,9 @@ class DecisionConfig:
         "help": "code that runs Mamba's scan, conv and step: auto (triton on CUDA, C kernels on "
                 "the CPU where they build, else torch; env DM_SCAN_BACKEND overrides auto) | "
                 "triton | c | torch | ref"})
+    activation: str = field(default="relu", metadata={
+        "help": "GPT MLP activation: relu (the Decision Transformer's official code builds its "
+                "GPT with activation_function='relu') | gelu (exact, GPT-2's choice)"})
     fast_attention: bool = field(default=True, metadata={
         "help": "GPT attention through F.scaled_dot_product_attention (tested equal to the "
                 "written-out attention_ref) instead of attention_ref itself"})
@@ -66,6 +72,9 @@ class DecisionConfig:
         if self.d_model % self.n_head != 0:
             raise ModelError(f"d_model ({self.d_model}) must be divisible by n_head "
                              f"({self.n_head}); change one of them.")
+        if self.activation not in ACTIVATIONS:
+            raise ModelError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
+                             f"{self.activation!r}; pick one of those.")
         if self.scan_backend not in SCAN_BACKENDS:
             raise ModelError(f"scan_backend must be one of {SCAN_BACKENDS}, got "
                              f"{self.scan_backend!r}; pick one of those.")
@@ -144,11 +153,10 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.d_model, 4 * config.d_model)
         self.proj = nn.Linear(4 * config.d_model, config.d_model)
         self.drop = nn.Dropout(config.dropout)
+        self.act = ACTIVATIONS[config.activation]
 
     def forward(self, x):
-        # Exact (erf) GELU. GPT-2 and the original DT code use the tanh approximation, which
-        # torch 2.13's CPU build runs 2.7-3.9x slower (python benchmarks/bench_cpu_ops.py).
-        return self.drop(self.proj(F.gelu(self.fc(x))))  # (B, T, C)
+        return self.drop(self.proj(self.act(self.fc(x))))  # (B, T, C)
 
 
 class Block(nn.Module):

@@ -123,7 +123,8 @@ def load_run(run_dir, device="cpu"):
                         "(e.g. runs/mamba-hopper-medium-s0).")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = DecisionModel(DecisionConfig(**ckpt["model_config"]))
+        # runs saved before the activation became a setting trained the GPT with GELU
+        model = DecisionModel(DecisionConfig(**{"activation": "gelu", **ckpt["model_config"]}))
         model.load_state_dict(ckpt["model"])
         env_key(ckpt["env"])
     except Exception as e:  # unreadable, truncated, or not ours: say so in one sentence

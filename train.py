@@ -74,6 +74,8 @@ class TrainConfig:
     mamba_n_layer: int = option(3, "Decision Mamba blocks (about 1.5 per transformer block "
                                    "gives the same parameter count)")
     n_head: int = option(1, "attention heads (Decision Transformer)")
+    activation: str = option("relu", "Decision Transformer MLP activation: relu (as the DT "
+                                     "paper's code) | gelu")
     dropout: float = option(0.1, "dropout probability")
     seed: int = option(0, "seed of the initial weights, batch sampling and dropout")
     device: str = option("auto", "auto | cpu | cuda")
@@ -105,6 +107,8 @@ PRESETS = {"paper": dict(steps=100_000, batch_size=64, lr=1e-4, weight_decay=1e-
                          d_model=128, n_layer=3, mamba_n_layer=5, n_head=1, dropout=0.1,
                          eval_every=10_000, eval_episodes=100, save_every=5000)}
 # Settings a resumed run may change; any other difference would not continue the same run.
+# Settings that runs saved before they existed had, so that such runs still resume.
+OLD_RUN_DEFAULTS = {"activation": "gelu"}
 RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every",
              "eval_every", "eval_episodes", "target", "eval_mode", "eval_seed",
              "max_episode_steps", "preset"}
@@ -120,7 +124,7 @@ def check_config(cfg: TrainConfig) -> None:
     """TrainError for settings that cannot work, before anything is loaded or written."""
     choices = {"model": tuple(MODELS), "env": tuple(ENVS), "dataset": LEVELS,
                "device": ("auto", "cpu", "cuda"), "eval_mode": ("auto", "window", "recurrent"),
-               "preset": (None, *PRESETS)}
+               "preset": (None, *PRESETS), "activation": ("relu", "gelu")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             names = ", ".join(str(a) for a in allowed if a is not None)
@@ -191,7 +195,7 @@ def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
                          "to start a new run there.")
     ckpt = read_checkpoint(ckpt_path)
     for name, value in asdict(cfg).items():
-        stored = ckpt["config"].get(name)
+        stored = ckpt["config"].get(name, OLD_RUN_DEFAULTS.get(name))
         if name not in RESUMABLE and stored != value:
             flag = f"--{name.replace('_', '-')}"
             raise TrainError(f"{run_dir} was trained with {flag} {stored}, not {value}; "
@@ -324,7 +328,7 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
             state_dim=dataset.state_dim, act_dim=dataset.act_dim, backbone=MODELS[cfg.model],
             d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
             context_len=dataset.context_len, max_ep_len=MAX_EP_LEN,
-            mamba_n_layer=cfg.mamba_n_layer)
+            mamba_n_layer=cfg.mamba_n_layer, activation=cfg.activation)
     except ModelError as e:
         raise TrainError(str(e)) from None
     model = DecisionModel(model_cfg).to(device)
@@ -501,7 +505,7 @@ def parse_config(argv=None) -> TrainConfig:
     if given.get("resume"):
         out = Path(given.get("out") or default_out({**values, **given}))
         if (out / "ckpt.pt").is_file():
-            values.update(read_checkpoint(out / "ckpt.pt")["config"])
+            values.update({**OLD_RUN_DEFAULTS, **read_checkpoint(out / "ckpt.pt")["config"]})
     if "preset" in given:
         if given["preset"] not in PRESETS:
             raise TrainError(f"unknown preset {given['preset']!r}: choose one of "

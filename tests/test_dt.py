@@ -284,3 +284,18 @@ def test_main_smoke_check_prints_parameter_counts_of_both_backbones(capsys):
     for backbone in BACKBONES:
         assert f"{backbone:5s}:" in out
     assert "mamba / gpt parameters" in out and "nan" not in out
+
+
+def test_the_gpt_mlp_activation_is_a_setting_relu_by_default():
+    cfg = DecisionConfig(state_dim=3, act_dim=2, d_model=8, n_layer=1, dropout=0.0)
+    assert cfg.activation == "relu"
+    torch.manual_seed(0)
+    relu = DecisionModel(cfg).eval()
+    gelu = DecisionModel(DecisionConfig(**{**cfg.__dict__, "activation": "gelu"})).eval()
+    gelu.load_state_dict(relu.state_dict())  # same weights, only the activation differs
+    x = torch.randn(2, 5, 8)
+    block = relu.backbone.blocks[0].mlp
+    torch.testing.assert_close(block(x), block.proj(torch.relu(block.fc(x))))
+    assert not torch.allclose(block(x), gelu.backbone.blocks[0].mlp(x))
+    with pytest.raises(ModelError, match="activation must be one of"):
+        DecisionConfig(state_dim=3, act_dim=2, activation="swish")

@@ -241,3 +241,19 @@ def test_bad_input_at_the_real_command_line_is_one_line_without_traceback(tmp_pa
     assert result.returncode == 1
     assert result.stderr == "error: unknown model 'transformer': choose one of dt, mamba.\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_dt_uses_relu_as_the_papers_code_and_runs_saved_with_gelu_still_resume(
+        hopper_data, tmp_path):
+    run_dir = train.train(tiny(hopper_data, tmp_path / "run", model="dt", steps=2))
+    ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["activation"] == ckpt["model_config"]["activation"] == "relu"
+    # a run saved before the activation was a setting: its GPT used GELU
+    del ckpt["config"]["activation"], ckpt["model_config"]["activation"]
+    torch.save(ckpt, run_dir / "ckpt.pt")
+    model, _ = __import__("evaluate").load_run(run_dir)
+    assert model.config.activation == "gelu"
+    resumed = train.parse_config(["--out", str(run_dir), "--resume", "--steps", "3"])
+    assert resumed.activation == "gelu"
+    train.train(resumed)
+    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["step"] == 3
