@@ -15,8 +15,7 @@ runs/profile-quick/ for --quick (never committed files). report.py embeds the .m
 `time_cases` is the project's one timing harness (benchmarks/ loads it from here): warm-up, then
 the cases timed in turns so that other processes on a shared CPU disturb them alike; median,
 quartiles, min/max in ms, and CPU time. CUDA: triton.testing.do_bench (CUDA events without
-triton). A timing picks its scan backend through DM_SCAN_BACKEND (and
-DecisionConfig.scan_backend where that field exists).
+triton).
 
 Run: python profile.py [--quick] [--out DIR] [--device auto]   (--help lists every option)
 
@@ -31,8 +30,10 @@ Glossary: B batch, K context in env steps, T = 3K tokens, L scan length, D scan 
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import gc
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -73,6 +74,13 @@ LATENCY_MODES = {("dt", "window"): "DT window", ("mamba", "window"): "Mamba wind
                  ("mamba", "recurrent"): "Mamba recurrent"}
 SWEEPS = ("latency", "train", "compare", "scan")
 PEAK_TBPS = {"h200": 4.8, "h100": 3.35, "a100": 2.0}  # HBM peak by GPU name (SXM parts)
+# The issues' latency targets per batch: (name, numerator, denominator, test, threshold) on a ratio
+# of median times per env step; keys (model, mode, K), "lo" / "hi": the smallest / largest K.
+LATENCY_TARGETS = (
+    ("recurrent flat", ("mamba", "recurrent", "hi"), ("mamba", "recurrent", "lo"), "<=", 1.3),
+    ("DT grows", ("dt", "window", "hi"), ("dt", "window", "lo"), ">", 1.3),
+    ("recurrent faster at K=20", ("dt", "window", 20), ("mamba", "recurrent", 20), ">", 1),
+)
 
 
 class ProfileError(ValueError):
@@ -269,26 +277,10 @@ def memory_cap(cfg, device):
 
 # ----------------------------------------------------------------------------- what is timed
 
-def on_backend(name, fn):
-    """fn, called with DM_SCAN_BACKEND=name (the override ssm honours); None: fn as it is."""
-    def call(*args, **kwargs):
-        before = os.environ.get("DM_SCAN_BACKEND")
-        os.environ["DM_SCAN_BACKEND"] = name
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            del os.environ["DM_SCAN_BACKEND"]
-            if before is not None:
-                os.environ["DM_SCAN_BACKEND"] = before
-    return call if name else fn
-
-
-def make_model(cfg, model, K, device, backend=None):
-    field = {"scan_backend": backend} if backend and \
-        "scan_backend" in DecisionConfig.__dataclass_fields__ else {}
+def make_model(cfg, model, K, device, backend="auto"):
     config = DecisionConfig(state_dim=cfg.state_dim, act_dim=cfg.act_dim, backbone=MODELS[model],
-                            context_len=K, **field)
-    return on_backend(backend, DecisionModel)(config).to(device)
+                            context_len=K, scan_backend=backend)
+    return DecisionModel(config).to(device)
 
 
 def make_batch(cfg, B, K, device, generator):
@@ -323,7 +315,7 @@ def latency_call(cfg, model_name, mode, K, B, device):
     return env_step
 
 
-def train_step_call(cfg, model_name, B, K, device, backend=None):
+def train_step_call(cfg, model_name, B, K, device, backend="auto"):
     """-> one training step (forward, backward, clip, AdamW) of a fresh model on a scan backend."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -338,20 +330,7 @@ def train_step_call(cfg, model_name, B, K, device, backend=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         optimizer.step()
-    return on_backend(backend, train_step)
-
-
-def measure_train_step(cfg, model_name, K, device, base_mb):
-    """Peak memory of a first training step (above base_mb, the memory in use before the model
-    was built), then the time of one step. The peak comes first: do_bench's L2-flush buffer
-    (256 MB) is no part of it."""
-    step = train_step_call(cfg, model_name, cfg.train_batch, K, device)
-    step()
-    peak_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-               else peak_rss_mb())
-    result = time_cases({"step": step}, device, min(cfg.warmup, 1), min(cfg.repeats, 5),
-                        cfg.budget_s, cfg.time_cap_s)["step"]
-    return dict(result, base_mb=base_mb, peak_mb=peak_mb, step_mb=peak_mb - base_mb)
+    return train_step
 
 
 def scan_inputs(shape, device, dtype="float32", seed=0):
@@ -386,8 +365,9 @@ def scan_ref_precomputed(u, delta, A, B, C, D, z, delta_bias, delta_softplus=Tru
 
 
 def scan_fn(backend):
-    return scan_ref_precomputed if backend == "ref-precomputed" else \
-        on_backend(backend, ssm.selective_scan)
+    if backend == "ref-precomputed":
+        return scan_ref_precomputed
+    return functools.partial(ssm.selective_scan, backend=backend)
 
 
 def scan_call(scan, inputs, backward):
@@ -449,7 +429,18 @@ def sweep_latency(cfg, device, bar):
 
 
 def train_sweep_of(cfg, model_name, device, base_mb, emit):
-    """Increasing contexts until one runs out of memory or passes the time cap."""
+    """A training step at increasing contexts until one runs out of memory or passes the time
+    cap. Per context: the peak memory of a first step above base_mb (the memory in use before
+    the model was built), then the time of a few steps. The peak comes first: do_bench's
+    L2-flush buffer (256 MB) is no part of it."""
+    def measure(K):
+        step = train_step_call(cfg, model_name, cfg.train_batch, K, device)
+        step()
+        peak_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                   else peak_rss_mb())
+        timing = time_cases({"step": step}, device, min(cfg.warmup, 1), min(cfg.repeats, 5),
+                            cfg.budget_s, cfg.time_cap_s)["step"]
+        return dict(timing, base_mb=base_mb, peak_mb=peak_mb, step_mb=peak_mb - base_mb)
     for K in cfg.train_contexts:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -457,7 +448,7 @@ def train_sweep_of(cfg, model_name, device, base_mb, emit):
         # smaller contexts, the same thing while memory grows with K.
         peak_reset = device.type == "cuda" or reset_peak_rss()
         with memory_cap(cfg, device):
-            row = oom_guard(lambda: measure_train_step(cfg, model_name, K, device, base_mb))
+            row = oom_guard(lambda: measure(K))
         emit(dict(row, peak_reset=peak_reset))
         if row["status"] != "ok" or row["median_ms"] > 1e3 * cfg.time_cap_s:
             return
@@ -541,31 +532,30 @@ def sweep_scan(cfg, device, backends, bar):
     """Per shape, dtype and direction, every backend timed in turns; forward rows also hold the
     largest difference of the output from the PyTorch scan's."""
     rows = []
-    for shape in parse_shapes(cfg.scan_shapes):
-        for dtype in cfg.scan_dtypes:
-            inputs = scan_inputs(shape, device, dtype, cfg.seed)
-            with torch.no_grad():
-                y_torch = scan_fn("torch")(**inputs, delta_softplus=True).float()
-            for backward in (False, True):
-                calls = {b: scan_call(scan_fn(b), inputs, backward) for b in backends}
-                with memory_cap(cfg, device):
-                    stats = time_cases(calls, device, cfg.warmup, cfg.repeats, cfg.budget_s,
-                                       cfg.time_cap_s)
-                for b, s in stats.items():
-                    row = dict(s, backend=b, shape=list(shape), dtype=dtype,
-                               direction="forward+backward" if backward else "forward")
-                    if s["status"] == "ok":
-                        row.update(melem_per_s=math.prod(shape[:3]) / s["median_ms"] / 1e3,
-                                   gbps=scan_bytes(shape, getattr(torch, dtype), backward)
-                                   / s["median_ms"] / 1e6,
-                                   **{f"over_{o}": ratio(stats[o], s) for o in ("ref", "torch")
-                                      if o in stats and o != b})
-                    if not backward and b != "torch":
-                        with torch.no_grad(), contextlib.suppress(RuntimeError):
-                            row["max_diff_vs_torch"] = (scan_fn(b)(**inputs, delta_softplus=True)
-                                                        .float() - y_torch).abs().max().item()
-                    rows.append(row)
-                bar.update(len(backends))
+    for shape, dtype in itertools.product(parse_shapes(cfg.scan_shapes), cfg.scan_dtypes):
+        inputs = scan_inputs(shape, device, dtype, cfg.seed)
+        with torch.no_grad():
+            y_torch = scan_fn("torch")(**inputs, delta_softplus=True).float()
+        for backward in (False, True):
+            calls = {b: scan_call(scan_fn(b), inputs, backward) for b in backends}
+            with memory_cap(cfg, device):
+                stats = time_cases(calls, device, cfg.warmup, cfg.repeats, cfg.budget_s,
+                                   cfg.time_cap_s)
+            for b, s in stats.items():
+                row = dict(s, backend=b, shape=list(shape), dtype=dtype,
+                           direction="forward+backward" if backward else "forward")
+                if s["status"] == "ok":
+                    row.update(melem_per_s=math.prod(shape[:3]) / s["median_ms"] / 1e3,
+                               gbps=scan_bytes(shape, getattr(torch, dtype), backward)
+                               / s["median_ms"] / 1e6,
+                               **{f"over_{o}": ratio(stats[o], s) for o in ("ref", "torch")
+                                  if o in stats and o != b})
+                if not backward and b != "torch":
+                    with torch.no_grad(), contextlib.suppress(RuntimeError):
+                        row["max_diff_vs_torch"] = (scan_fn(b)(**inputs, delta_softplus=True)
+                                                    .float() - y_torch).abs().max().item()
+                rows.append(row)
+            bar.update(len(backends))
     return rows
 
 
@@ -584,28 +574,19 @@ def judge_targets(r):
     ok = {(x["model"], x["mode"], x["K"], x["batch"]): x for x in r["latency"]
           if x["status"] == "ok"}
     Ks, targets = sorted({x["K"] for x in r["latency"]}), []
-
-    def compare(key_a, key_b, word):  # a / b by median (the verdict), and by minimum
-        a, b = ok[key_a], ok[key_b]
-        return ratio(a, b), (f"{ratio(a, b):.2f}x by median, "
-                             f"{a['min_ms'] / b['min_ms']:.2f}x by minimum{word}")
     for B in sorted({x["batch"] for x in r["latency"]}):
-        lo, hi = Ks[0], Ks[-1]
-        rec_lo, rec_hi = ("mamba", "recurrent", lo, B), ("mamba", "recurrent", hi, B)
-        if hi > lo and rec_lo in ok and rec_hi in ok:
-            x, text = compare(rec_hi, rec_lo, " (target <= 1.3x)")
-            targets.append(dict(name="recurrent flat", passed=x <= 1.3, detail=(
-                f"batch {B}: Mamba recurrent per env step at K={hi} / K={lo} = {text}")))
-        if hi > lo and ("dt", "window", lo, B) in ok and ("dt", "window", hi, B) in ok:
-            x, text = compare(("dt", "window", hi, B), ("dt", "window", lo, B), "")
-            targets.append(dict(name="DT grows", passed=x > 1.3, detail=(
-                f"batch {B}: DT window per env step at K={hi} / K={lo} = {text}")))
-        if ("dt", "window", 20, B) in ok and ("mamba", "recurrent", 20, B) in ok:
-            x, text = compare(("dt", "window", 20, B), ("mamba", "recurrent", 20, B), "")
-            targets.append(dict(name="recurrent faster at K=20", passed=x > 1, detail=(
-                f"batch {B}: DT window / Mamba recurrent per env step at K=20 = {text} "
-                f"(Mamba recurrent {ok['mamba', 'recurrent', 20, B]['median_ms']:.3g} ms, DT "
-                f"{ok['dt', 'window', 20, B]['median_ms']:.3g} ms)")))
+        for name, above, below, test, threshold in LATENCY_TARGETS:
+            keys = [(model, mode, {"lo": Ks[0], "hi": Ks[-1]}.get(K, K), B)
+                    for model, mode, K in (above, below)]
+            if keys[0] == keys[1] or not all(key in ok for key in keys):
+                continue
+            a, b = ok[keys[0]], ok[keys[1]]
+            x, what = ratio(a, b), " / ".join(f"{LATENCY_MODES[k[:2]]} at K={k[2]}" for k in keys)
+            passed = x <= threshold if test == "<=" else x > threshold
+            targets.append(dict(name=name, passed=passed, detail=(
+                f"batch {B}, per env step: {what} = {x:.2f}x by median ({a['median_ms']:.3g} / "
+                f"{b['median_ms']:.3g} ms), {a['min_ms'] / b['min_ms']:.2f}x by minimum (target "
+                f"{test} {threshold:g}x)")))
     slopes = {m: loglog_slope([(x["K"], x["step_mb"]) for x in r["train"] if x["model"] == m and
                                x["status"] == "ok" and x["K"] >= 100 and x["step_mb"] > 0])
               for m in MODELS}
@@ -634,7 +615,14 @@ def judge_targets(r):
     return targets
 
 
+def md_table(header, rows):
+    """Markdown lines of a table: the header's cells, then each row's."""
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
+
+
 def markdown(r):
+    """The profile as markdown, the one rendering of it (report.py embeds this file)."""
     def cell(row):
         return (f"{row['median_ms']:.3g} ({row['p25_ms']:.3g}-{row['p75_ms']:.3g})"
                 if row["status"] == "ok" else row["status"])
@@ -642,61 +630,61 @@ def markdown(r):
     def num(row, key, spec=".3g"):
         return "-" if row.get(key) is None else format(row[key], spec)
     load = [x for x in r["load_average"].values() if x is not None]
+    noisy = (" (above the threads used: other processes shared the CPU, so timings are noisy; "
+             "the minimum is the least disturbed figure)" if load and max(load) > r["threads"]
+             else "")
     lines = [f"## Runtime and memory on {r['device_name']}", "",
              f"Device `{r['device']}`, {r['threads']} torch threads, {r['cores']} cores, load "
-             f"average {r['load_average']['before']} before / {r['load_average']['after']} "
-             "after" + (" (above the threads used: other processes shared the CPU, so timings "
-                        "are noisy; the minimum is the least disturbed figure)"
-                        if load and max(load) > r["threads"] else "")
-             + "; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ". Mamba "
+             f"average {r['load_average']['before']} before / {r['load_average']['after']} after"
+             f"{noisy}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ". Mamba "
              f"scan backend (training and the latency table): {r['scan_backend']}. Parameters "
              f"without the timestep table: DT {r['parameters']['dt']:,}, Mamba "
              f"{r['parameters']['mamba']:,}. " + ("Quick sweep. " if r["quick"] else "") +
              "Times: median (25th-75th percentile) in ms; oom: out of memory (CPU cap "
              f"{r['settings']['memory_cap_gb']:g} GB); skipped: not tried, a smaller K already "
              "ran out or passed the time cap."]
-    Ks = sorted({row["K"] for row in r["latency"]})
     if r["latency"]:
+        Ks = sorted({row["K"] for row in r["latency"]})
+        rows = []
+        for B in sorted({row["batch"] for row in r["latency"]}):
+            for key, label in LATENCY_MODES.items():
+                by_K = {row["K"]: row for row in r["latency"]
+                        if (row["model"], row["mode"], row["batch"]) == (*key, B)}
+                rows.append([label, B, *(cell(by_K[K]) for K in Ks)])
         lines += ["", "### Inference latency per env step (ms)", "",
-                  "| model | batch | " + " | ".join(f"K={K}" for K in Ks) + " |",
-                  "|---|---|" + "---|" * len(Ks)]
-    for B in sorted({row["batch"] for row in r["latency"]}):
-        for key, label in LATENCY_MODES.items():
-            by_K = {row["K"]: row for row in r["latency"]
-                    if (row["model"], row["mode"], row["batch"]) == (*key, B)}
-            lines.append(f"| {label} | {B} | " + " | ".join(cell(by_K[K]) for K in Ks) + " |")
+                  *md_table(["model", "batch", *(f"K={K}" for K in Ks)], rows)]
     if r["train"]:
+        memory = ("torch.cuda.max_memory_allocated during the steps minus the memory allocated "
+                  "before the model was built." if r["device"].startswith("cuda") else
+                  "peak resident memory of the measuring child process during the steps minus "
+                  "its resident memory after one throwaway step (imports, kernels, thread pools).")
+        rows = []
+        for K in sorted({row["K"] for row in r["train"]}):
+            by_model = {row["model"]: row for row in r["train"] if row["K"] == K}
+            rows.append([K, *(x for m in MODELS
+                              for x in (cell(by_model[m]), num(by_model[m], "step_mb", ".0f")))])
         lines += ["", f"### Training step, batch {r['settings']['train_batch']}: time (ms) and "
-                  "peak memory above the process's base (MB)", "", "Memory: " + (
-                      "torch.cuda.max_memory_allocated during the steps minus the memory "
-                      "allocated before the model was built." if r["device"].startswith("cuda")
-                      else "peak resident memory of the measuring child process during the steps "
-                      "minus its resident memory after one throwaway step (imports, kernels, "
-                      "thread pools)."), "",
-                  "| K | DT step | DT memory | Mamba step | Mamba memory |", "|---" * 5 + "|"]
-    for K in sorted({row["K"] for row in r["train"]}):
-        rows = {row["model"]: row for row in r["train"] if row["K"] == K}
-        lines.append(f"| {K} | " + " | ".join(
-            f"{cell(rows[m])} | {num(rows[m], 'step_mb', '.0f')}" for m in MODELS) + " |")
-    lines += [f"- {m} stopped: {why}" for m, why in r["train_stops"].items()]
+                  "peak memory above the process's base (MB)", "", f"Memory: {memory}", "",
+                  *md_table(["K", "DT step", "DT memory", "Mamba step", "Mamba memory"], rows),
+                  *(f"- {m} stopped: {why}" for m, why in r["train_stops"].items())]
     if r["compare"]:
+        rows = [[row["model"], row["scan_backend"] or "-", cell(row), num(row, "cpu_ms"),
+                 num(row, "over_dt", ".2f")] for row in r["compare"]]
         lines += ["", f"### Training step, batch {r['compare'][0]['batch']}, K "
                   f"{r['compare'][0]['K']}: DT vs Mamba per scan backend, timed in turns", "",
-                  "| model | scan | ms | CPU ms | / DT |", "|---|---|---|---|---|"]
-        lines += [f"| {row['model']} | {row['scan_backend'] or '-'} | {cell(row)} | "
-                  f"{num(row, 'cpu_ms')} | {num(row, 'over_dt', '.2f')} |" for row in r["compare"]]
+                  *md_table(["model", "scan", "ms", "CPU ms", "/ DT"], rows)]
     if r["scan"]:
+        figures = ("melem_per_s", "gbps", "over_ref", "over_torch", "max_diff_vs_torch")
+        rows = [["x".join(map(str, row["shape"])), row["dtype"], row["direction"], row["backend"],
+                 cell(row), *(num(row, key) for key in figures)] for row in r["scan"]]
         lines += ["", "### Selective scan (million elements B*L*D per second; GB/s of the "
                   "unavoidable traffic; speed-ups over the reference loop and the PyTorch scan)",
-                  "", "| shape BxLxDxN | dtype | direction | backend | ms | Melem/s | GB/s | "
-                  "x ref | x torch | max diff vs torch |", "|---" * 10 + "|"]
-        lines += [f"| {'x'.join(map(str, row['shape']))} | {row['dtype']} | {row['direction']} | "
-                  f"{row['backend']} | {cell(row)} | " + " | ".join(num(row, key) for key in (
-                      "melem_per_s", "gbps", "over_ref", "over_torch", "max_diff_vs_torch"))
-                  + " |" for row in r["scan"]]
+                  "", *md_table(["shape BxLxDxN", "dtype", "direction", "backend", "ms", "Melem/s",
+                                 "GB/s", "x ref", "x torch", "max diff vs torch"], rows)]
+    verdicts = {True: "PASS", False: "FAIL", None: "INFO"}
     lines += ["", "### Performance targets", ""] + ([
-        f"- {({True: 'PASS', False: 'FAIL'}).get(t['passed'], 'INFO')}: {t['name']}: {t['detail']}"
-        for t in r["targets"]] or ["- none: what was measured here has no target"])
+        f"- {verdicts[t['passed']]}: {t['name']}: {t['detail']}" for t in r["targets"]]
+        or ["- none: what was measured here has no target"])
     return "\n".join(lines) + "\n"
 
 
@@ -756,7 +744,8 @@ def describe_device(device):
     else:
         name = platform.processor() or platform.machine()
         with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            name = next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     words = re.sub(r"\(.*?\)|\bcpu\b|processor|\d+-core", " ", name.lower())
     words = re.sub(r"[^a-z0-9]+", "-", words).strip("-").split("-")
     return f"{device.type}-" + "-".join(words[:3 if device.type == "cpu" else 6]), name
@@ -828,13 +817,12 @@ def profile(cfg: ProfileConfig, command) -> tuple:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     slug, name = describe_device(device)
-    start, load_before, backends, run = time.time(), load_average(), scan_backends(cfg, device), \
-        set(cfg.sweeps)
-    total = ("latency" in run) * len(cfg.latency_contexts) * len(cfg.latency_batches) * 3 \
-        + ("train" in run) * 2 * len(cfg.train_contexts) + ("compare" in run) * len(backends) \
-        + ("scan" in run) * 2 * len(parse_shapes(cfg.scan_shapes)) * len(cfg.scan_dtypes) \
-        * len(backends)
-    with tqdm(total=total, desc=f"profile on {slug}") as bar:
+    start, load_before = time.time(), load_average()
+    backends, run = scan_backends(cfg, device), set(cfg.sweeps)
+    calls = dict(latency=3 * len(cfg.latency_contexts) * len(cfg.latency_batches),
+                 train=2 * len(cfg.train_contexts), compare=len(backends),
+                 scan=2 * len(parse_shapes(cfg.scan_shapes)) * len(cfg.scan_dtypes) * len(backends))
+    with tqdm(total=sum(calls[sweep] for sweep in run), desc=f"profile on {slug}") as bar:
         latency = sweep_latency(cfg, device, bar) if "latency" in run else []
         train, stops = sweep_train(cfg, device, bar) if "train" in run else ([], {})
         compare = sweep_compare(cfg, device, backends, bar) if "compare" in run else []

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import atomic_write, build_parser, flag_name, option
+from cli import atomic_write, flag_name, option, parse_config
 from data import normalized_score
 
 MODEL_NAMES = {"dt": "DT", "mamba": "Mamba"}
@@ -111,8 +111,7 @@ def load_run(path):
     """-> (Run, None), or (None, why it was skipped)."""
     path = Path(path)
     config = read_json(path / "config.json")
-    if config is None or not isinstance(config.get("train") if isinstance(config, dict) else None,
-                                        dict):
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
         return None, "no readable train.py config.json"
     missing = [k for k in ("model", "env", "dataset", "seed", "context")
                if k not in config["train"]]
@@ -232,22 +231,20 @@ def plot_targets(runs, path):
     envs = sorted({r.train["env"] for r in runs if r.evals})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4.5), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        points = defaultdict(list)  # (model, dataset, eval mode, target) -> seed means
+        curves = defaultdict(lambda: defaultdict(list))  # (model, dataset, mode) -> target -> means
         for run in (r for r in runs if r.train["env"] == env):
             for res in run.evals:
-                points[run.train["model"], run.dataset, run.mode, res["target_return"]].append(
+                curves[run.train["model"], run.dataset, run.mode][res["target_return"]].append(
                     res["return_mean"])
-        lines = defaultdict(list)
-        for (model, dataset, mode, target), means in sorted(points.items()):
-            lines[model, dataset, mode].append((target, *over_seeds(means)))
-        for (model, dataset, mode), pts in lines.items():
-            targets, means, stds = zip(*pts)
+        for (model, dataset, mode), seed_means in sorted(curves.items()):
+            targets = sorted(seed_means)
+            means, stds = zip(*(over_seeds(seed_means[t]) for t in targets))
             ax.errorbar(targets, means, yerr=[s or 0.0 for s in stds], marker="o", capsize=3,
                         color=COLORS.get(model), ls="-" if mode == "window" else "--",
                         label=f"{MODEL_NAMES.get(model)} {dataset} ({mode})")
         datasets = {r.dataset: r.config.get("data", {}) for r in runs if r.train["env"] == env}
-        lo = min([0.0] + [p[0] for pts in lines.values() for p in pts])
-        hi = max([p[0] for pts in lines.values() for p in pts])
+        targets = [t for seed_means in curves.values() for t in seed_means]
+        lo, hi = min(0.0, *targets), max(targets)
         ax.plot([lo, hi], [lo, hi], "k:", label="achieved = target")
         for (dataset, data), color in zip(sorted(datasets.items()), ("grey", "C2", "C3", "C4")):
             for name, word, style in (("return_mean", "mean", "--"), ("return_max", "best", "-.")):
@@ -328,10 +325,8 @@ def scan_label(run):
     on the CPU they could only have used the PyTorch scan)."""
     if run.train["model"] != "mamba":
         return "-"
-    recorded = run.config.get("scan_backend")
-    if recorded:
-        return recorded
-    return "triton" if str(run.config.get("device", "")).startswith("cuda") else "torch"
+    cuda = str(run.config.get("device", "")).startswith("cuda")
+    return run.config.get("scan_backend") or ("triton" if cuda else "torch")
 
 
 def profile_section(paths, out_dir):
@@ -344,18 +339,18 @@ def profile_section(paths, out_dir):
             lines.append(f"- {path}: not a readable profile.py result, skipped.")
             continue
         loaded.append(results)
-        md = Path(path).with_suffix(".md")
+        md, command = Path(path).with_suffix(".md"), results.get("command", "python profile.py")
         if md.exists():
             lines += ["#" + line if line.startswith("#") else line
                       for line in md.read_text().splitlines()]
         else:
-            lines.append(f"- {md} is missing; rerun `{results.get('command', 'python profile.py')}`.")
+            lines.append(f"- {md} is missing; rerun `{command}`.")
         for kind in ("latency", "memory"):
             png = Path(path).with_name(f"{Path(path).stem}-{kind}.png")
             if png.exists():
                 lines += ["", f"![{kind} on {results['device']}]({os.path.relpath(png, out_dir)})"]
         lines += ["", f"Measured {results.get('date', '?')} in {results.get('wall_s', 0):.0f} s "
-                      f"with `{results.get('command', 'python profile.py')}`.", ""]
+                      f"with `{command}`.", ""]
     return lines, loaded
 
 
@@ -466,13 +461,8 @@ def write_report(cfg: ReportConfig) -> Path:
     return out
 
 
-def parse_args(argv=None) -> ReportConfig:
-    args = vars(build_parser(ReportConfig, __doc__.split("\n\n")[0]).parse_args(argv))
-    return ReportConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
-
-
 def main(argv=None):
-    cfg = parse_args(argv)
+    cfg = parse_config(ReportConfig, argv, __doc__.split("\n\n")[0])
     try:
         out = write_report(cfg)
     except ReportError as e:

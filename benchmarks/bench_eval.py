@@ -108,7 +108,7 @@ def main(argv=None):
         row = dict(model=name, mode=mode, env_steps=steps["batched"], **{f"{case}_s": s for
                    case, s in seconds.items()}, timings=stats, batch1_episodes=cfg.single_episodes,
                    batch1_s_scaled=seconds["batch1"] / steps["batch1"] * steps["batched"])
-        row.update(batched_over_sim=seconds["batched"] / seconds["sim"],
+        row.update(batched_over_sim=profile_py.ratio(stats["batched"], stats["sim"]),
                    speedup_over_batch1=row["batch1_s_scaled"] / seconds["batched"])
         rows.append(row)
         print(f"{name:5s} {mode:9s}: {row['env_steps']} env steps; batched {seconds['batched']:.1f}"

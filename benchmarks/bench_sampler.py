@@ -1,9 +1,9 @@
 """How long data.TrajectoryDataset.sample takes next to one Decision Transformer training step.
 
 The sampler must not slow training down: a batch of 64 windows of K=20 steps should cost under
-5% of a DT training step (forward + backward + AdamW) on the CPU. This builds a synthetic
-Hopper-sized dataset (1000 trajectories x 1000 steps = 1M transitions) and times sample() and a
-training step of dt.DecisionModel in turns (profile.py's time_cases), and prints their ratio.
+5% of a DT training step (forward + backward + clip + AdamW) on the CPU. This builds a synthetic
+Hopper-sized dataset (1000 trajectories x 1000 steps = 1M transitions) and times sample() and
+profile.py's DT training step in turns (its time_cases), and prints their ratio.
 
 Run:  python benchmarks/bench_sampler.py [--threads 1] [--out FILE]
 """
@@ -15,7 +15,6 @@ import torch
 from harness import profile_py, write_results  # first: puts the repository root on sys.path
 from cli import option, parse_config
 from data import Trajectory, TrajectoryDataset
-from dt import DecisionConfig, DecisionModel
 
 
 @dataclass(frozen=True)
@@ -33,30 +32,22 @@ class BenchConfig:
 def main(argv=None):
     cfg = parse_config(BenchConfig, argv, __doc__.split("\n\n")[0])
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dataset = TrajectoryDataset([Trajectory(  # Hopper-sized random trajectories (obs 11, act 3)
         rng.normal(size=(cfg.length, 11)).astype(np.float32),
         rng.uniform(-1, 1, size=(cfg.length, 3)).astype(np.float32),
         rng.normal(size=cfg.length).astype(np.float32), False)
         for _ in range(cfg.trajectories)], context_len=cfg.context_len)
-    model = DecisionModel(DecisionConfig(state_dim=11, act_dim=3, context_len=cfg.context_len))
-    optimizer = torch.optim.AdamW(model.optim_groups(1e-4), lr=1e-4)
-    batch = dataset.sample(cfg.batch_size, rng)
-
-    def train_step():
-        _, loss = model(batch["states"], batch["actions"], batch["returns_to_go"],
-                        batch["timesteps"], batch["mask"], targets=batch["actions"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    train_step = profile_py.train_step_call(  # the DT's default size at Hopper's obs and act
+        profile_py.ProfileConfig(state_dim=11, act_dim=3, seed=cfg.seed), "dt", cfg.batch_size,
+        cfg.context_len, torch.device("cpu"))
     stats = profile_py.time_cases({"sample": lambda: dataset.sample(cfg.batch_size, rng),
                                    "train_step": train_step}, "cpu", 3, cfg.repeats)
     percent = 100 * profile_py.ratio(stats["sample"], stats["train_step"])
     print(f"sample({cfg.batch_size}) at K={cfg.context_len} on {dataset.num_transitions:,} "
-          f"transitions: {stats['sample']['median_ms']:.3f} ms; DT training step (forward + "
-          f"backward + AdamW, {cfg.threads} thread(s)): {stats['train_step']['median_ms']:.2f} ms "
-          f"-> sampler / training step {percent:.2f}% (target < 5%; medians of {cfg.repeats})")
+          f"transitions: {stats['sample']['median_ms']:.3f} ms; DT training step ({cfg.threads} "
+          f"thread(s)): {stats['train_step']['median_ms']:.2f} ms -> sampler / training step "
+          f"{percent:.2f}% (target < 5%; medians of {cfg.repeats})")
     if cfg.out:
         write_results(cfg.out, dict(config=asdict(cfg), transitions=dataset.num_transitions,
                                     ratio_percent=percent, torch=torch.__version__, **stats))

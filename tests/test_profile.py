@@ -150,6 +150,22 @@ def test_time_cases_on_cuda_goes_through_triton_do_bench(monkeypatch):
     assert (stats["median_ms"], stats["min_ms"], stats["max_ms"], stats["n"]) == (2.0, 1.0, 3.0, 3)
 
 
+def test_latency_targets_are_judged_per_batch_from_the_ratio_of_median_times():
+    def row(model, mode, K, ms, batch=1):
+        return dict(status="ok", median_ms=ms, min_ms=ms, model=model, mode=mode, K=K, batch=batch)
+    latency = [row("dt", "window", 20, 2.0), row("dt", "window", 1000, 200.0),
+               row("mamba", "recurrent", 20, 1.0), row("mamba", "recurrent", 1000, 1.5),
+               row("dt", "window", 20, 1.0, 100), row("mamba", "recurrent", 20, 4.0, 100)]
+    targets = profile_py.judge_targets(dict(latency=latency, train=[], train_stops={}, scan=[]))
+    verdicts = [(t["name"], t["detail"].split(",")[0], t["passed"]) for t in targets]
+    assert verdicts == [("recurrent flat", "batch 1", False), ("DT grows", "batch 1", True),
+                        ("recurrent faster at K=20", "batch 1", True),
+                        ("recurrent faster at K=20", "batch 100", False)]  # K=20 only: no growth
+    assert targets[0]["detail"] == (
+        "batch 1, per env step: Mamba recurrent at K=1000 / Mamba recurrent at K=20 = 1.50x by "
+        "median (1.5 / 1 ms), 1.50x by minimum (target <= 1.3x)")
+
+
 def test_cuda_scan_results_are_judged_against_the_scan_goals_and_rendered():
     def row(direction, backend, ms, **extra):
         return dict(status="ok", median_ms=ms, p25_ms=ms, p75_ms=ms, min_ms=ms, max_ms=ms, n=3,
