@@ -68,13 +68,14 @@ Glossary:
   BLOCK_D      channels per program; BLOCK_N = N rounded up to a power of two
   p_x / b_x    a pointer into x / a block of x loaded into registers (fp32)
 """
-import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import torch
+
+from cli import option, parse_config
 
 if __name__ == "__main__" and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")   # CPU: run the kernels in the interpreter
@@ -97,13 +98,13 @@ class ScanKernelError(ValueError):
 @dataclass
 class SmokeConfig:
     """`python scan_kernel.py`: check the kernels against a plain loop on random inputs and time both."""
-    batch: int = field(default=2, metadata={"help": "sequences"})
-    length: int = field(default=40, metadata={"help": "time steps (any length, not only powers of two)"})
-    dim: int = field(default=8, metadata={"help": "channels D (tiny: the CPU interpreter is slow)"})
-    dstate: int = field(default=4, metadata={"help": "state size N"})
-    dtype: str = field(default="float32", metadata={"help": "input dtype: float32, float16 or bfloat16"})
-    repeats: int = field(default=1, metadata={"help": "timed repeats (median reported)"})
-    seed: int = field(default=0, metadata={"help": "input seed"})
+    batch: int = option(2, "sequences")
+    length: int = option(40, "time steps (any length, not only powers of two)")
+    dim: int = option(8, "channels D (tiny: the CPU interpreter is slow)")
+    dstate: int = option(4, "state size N")
+    dtype: str = option("float32", "input dtype: float32, float16 or bfloat16")
+    repeats: int = option(1, "timed repeats (median reported)")
+    seed: int = option(0, "input seed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,11 +493,8 @@ def _median_seconds(fn, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Check the Triton scan against a plain loop and time both "
-                                     "(real GPU timings: benchmarks/bench_scan_gpu.py).")
-    for f in fields(SmokeConfig):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"])
-    cfg = SmokeConfig(**vars(parser.parse_args(argv)))
+    cfg = parse_config(SmokeConfig, argv, "Check the Triton scan against a plain loop and time "
+                                          "both (real GPU timings: benchmarks/bench_scan_gpu.py).")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, cfg.dtype)
     g = torch.Generator().manual_seed(cfg.seed)
