@@ -140,12 +140,11 @@ class MlpPolicy:
                 for name, x in (("w", w), ("b", b))}
 
     @classmethod
-    def from_arrays(cls, arrays, index=None):
-        """From w0, b0, w1, ... (index picks one snapshot out of stacked (K, ...) arrays)."""
-        pick = (lambda x: x) if index is None else (lambda x: x[index])
+    def from_arrays(cls, arrays):
+        """From the arrays w0, b0, w1, b1, ... of one actor (float16 or float32)."""
         n = sum(k.startswith("w") and k[1:].isdigit() for k in arrays)
-        return cls([(pick(arrays[f"w{i}"]).astype(np.float64), pick(arrays[f"b{i}"]).astype(
-            np.float64)) for i in range(n)])
+        return cls([(arrays[f"w{i}"].astype(np.float64), arrays[f"b{i}"].astype(np.float64))
+                    for i in range(n)])
 
 
 def run_episode(env, policy, seed, max_steps=MAX_EPISODE_STEPS, action_noise=0.0, rng=None):
