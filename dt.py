@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from ssm import SCAN_BACKENDS, MambaBackbone
 
 BACKBONES = ("gpt", "mamba")
-# The GPT's MLP activation. Exact (erf) GELU, not GPT-2's tanh approximation, which torch's CPU
-# build runs 2.7-3.9x slower (python benchmarks/bench_cpu_ops.py).
+# The GPT's MLP activation (DecisionConfig.activation). ReLU by default, as the Decision
+# Transformer's official code built its GPT (activation_function='relu' in gym/experiment.py);
+# "gelu" is exact (erf) GELU, which torch's CPU build runs 2.7-3.9x faster than GPT-2's tanh
+# approximation (python benchmarks/bench_cpu_ops.py).
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 

@@ -62,6 +62,8 @@ class EvalConfig:
     device: str = option("auto", "auto | cpu | cuda")
     max_episode_steps: int = option(None, "cut episodes at this many steps instead of the env's "
                                           "limit (1000); for quick checks", type=int)
+    out: str = option(None, "write the results here instead of RUN_DIR/eval.json (e.g. a sweep "
+                            "of targets beside the run's own evaluation)", type=str)
 
 
 class EvalError(ValueError):
@@ -297,7 +299,7 @@ def check_config(cfg: EvalConfig) -> None:
 
 def evaluate_run(cfg: EvalConfig) -> dict:
     """Load a run folder, evaluate it for each target, print the results, then write
-    RUN_DIR/eval.json; return the report."""
+    RUN_DIR/eval.json (or --out); return the report."""
     check_config(cfg)
     device = resolve_device(cfg.device)
     model, ckpt = load_run(cfg.run_dir, device)
@@ -318,7 +320,7 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     print(f"{report['run_dir']} ({report['model']}, {report['env']}, step {report['step']}):")
     for result in results:
         print("  " + summary_line(result))
-    path = Path(cfg.run_dir) / "eval.json"
+    path = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "eval.json"
     try:
         write_json(path, report)
     except OSError as e:

@@ -1,45 +1,86 @@
 #!/usr/bin/env bash
-# The comparison behind REPORT.md: both models, three seeds, on the medium datasets of the three
-# envs and on hopper medium-replay, with the default (CPU-sized) training config, plus a
-# long-context pair (Decision Mamba trained on whole episodes and evaluated recurrently).
-# Runs go to runs/report/; two at a time, one torch thread each. Then:
-#   python report.py runs/report/* --out REPORT.md
-# Usage: [SEEDS="0 1 2"] bash experiments.sh [STEPS] [EVAL_EPISODES]
+# The comparison behind REPORT.md as a list of independent jobs, one shell command per line:
+# {hopper, halfcheetah, walker2d} x {medium, medium-replay, medium-expert} x {dt, mamba} x seeds,
+# all with `train.py --preset report`, then the Decision Mamba trained on whole episodes
+# (`--context full`, acting recurrently) on each env's medium data.
+#
+#   bash experiments.sh jobs            print the job list (the same list every time)
+#   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
+#   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
+#   python report.py results/report-runs/* --out REPORT.md     then write the report
+#
+# One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed),
+# evaluates its last checkpoint on 100 episodes at the DT paper's two targets, sweeps six targets
+# (seed 0, medium and medium-replay: the return-conditioning figure), and copies the small run
+# records (config.json, metrics.jsonl, eval.json, targets.json) to results/report-runs/NAME/.
+# A job whose records are there is finished and is skipped. Every job uses one torch thread.
+#
+# On a cluster, each line is one array task (SLURM):
+#   bash experiments.sh jobs > jobs.txt
+#   sbatch --array=1-$(wc -l < jobs.txt) --cpus-per-task=1 --wrap 'sed -n "${SLURM_ARRAY_TASK_ID}p" jobs.txt | bash'
+# Datasets are generated on first use; generate them first (collect.py dataset) so that two
+# tasks never write the same file.
 set -euo pipefail
 cd "$(dirname "$0")"
-STEPS=${1:-500}
-EPISODES=${2:-20}
 SEEDS=${SEEDS:-"0 1 2"}
+PYTHON=${PYTHON:-python}
 export OMP_NUM_THREADS=1
-mkdir -p runs/report logs
 
-run() {  # run NAME ARGS...: skip a run that already has its eval.json
-  local name=$1; shift
-  [ -f "runs/report/$name/eval.json" ] && return 0
-  python train.py --out "runs/report/$name" --steps "$STEPS" --eval-episodes "$EPISODES" "$@" \
-    > "logs/report-$name.log" 2>&1 || echo "run $name failed: see logs/report-$name.log"
-}
+declare -A HIGH=([hopper]=3600 [halfcheetah]=12000 [walker2d]=5000)  # the DT paper's targets
+declare -A LOW=([hopper]=1800 [halfcheetah]=6000 [walker2d]=2500)
 
-# make every dataset first, so that two parallel runs never generate the same file
-for env_dataset in "hopper medium" "halfcheetah medium" "hopper medium-replay" "walker2d medium"; do
-  set -- $env_dataset
-  [ -f "data/$1-$2.hdf5" ] || python collect.py dataset --env "$1" --level "$2"
-done
-
-jobs=()
-for seed in $SEEDS; do
-  for env_dataset in "hopper medium" "halfcheetah medium" "walker2d medium" "hopper medium-replay"; do
-    set -- $env_dataset
-    for model in dt mamba; do
-      jobs+=("$model-$1-$2-s$seed --model $model --env $1 --dataset $2 --seed $seed")
+jobs() {
+  for seed in $SEEDS; do
+    for env in hopper halfcheetah walker2d; do
+      for dataset in medium medium-replay medium-expert; do
+        for model in dt mamba; do
+          echo "bash experiments.sh one $model-$env-$dataset-s$seed --model $model --env $env --dataset $dataset --seed $seed"
+        done
+      done
     done
   done
-  # long context: Decision Mamba on whole episodes, acting recurrently (compare with dt-hopper-medium)
-  [ $seed = 0 ] && jobs+=("mamba-hopper-medium-full-s0 --model mamba --env hopper --dataset medium --seed 0 --context full --batch-size 4 --steps 200 --eval-mode recurrent")
-done
+  for seed in $SEEDS; do
+    for env in hopper halfcheetah walker2d; do
+      echo "bash experiments.sh one mamba-$env-medium-full-s$seed --model mamba --env $env --dataset medium --seed $seed --context full --batch-size 2"
+    done
+  done
+}
 
-for ((i = 0; i < ${#jobs[@]}; i += 2)); do
-  run ${jobs[i]} &
-  [ $((i + 1)) -lt ${#jobs[@]} ] && run ${jobs[i + 1]} &
-  wait
-done
+one() {  # one NAME TRAIN_FLAGS...
+  local name=$1; shift
+  local run=runs/report/$name record=results/report-runs/$name
+  [ -f "$record/eval.json" ] && { echo "$name: finished (its records are in $record)"; return 0; }
+  local env seed dataset context=20 resume=()
+  env=$(flag --env "$@"); seed=$(flag --seed "$@"); dataset=$(flag --dataset "$@")
+  context=$(flag --context "$@" || echo 20)
+  [ -f "$run/ckpt.pt" ] && resume=(--resume)
+  mkdir -p logs
+  local log=logs/report-$name.log
+  echo "$name: training (log: $log)"
+  $PYTHON train.py --preset report --out "$run" "$@" "${resume[@]}" > "$log" 2>&1
+  $PYTHON evaluate.py "$run" --episodes 100 --target "${HIGH[$env]}" "${LOW[$env]}" >> "$log" 2>&1
+  if [ "$seed" = 0 ] && [ "$context" != full ] && [ "$dataset" != medium-expert ]; then
+    local high=${HIGH[$env]}  # 10% to 125% of the high target: the dataset's range and beyond
+    $PYTHON evaluate.py "$run" --episodes 20 --out "$run/targets.json" --target \
+      $((high / 10)) $((high / 4)) $((high / 2)) $((3 * high / 4)) "$high" $((5 * high / 4)) \
+      >> "$log" 2>&1
+  fi
+  mkdir -p "$record"
+  for file in config.json metrics.jsonl targets.json eval.json; do  # eval.json last: "finished"
+    [ -f "$run/$file" ] && cp "$run/$file" "$record/"
+  done
+  echo "$name: done"
+}
+
+flag() {  # flag NAME ARGS...: the value after NAME in ARGS (fails if absent)
+  local name=$1; shift
+  while [ $# -gt 1 ]; do [ "$1" = "$name" ] && { echo "$2"; return 0; }; shift; done
+  return 1
+}
+
+case ${1:-} in
+  jobs) jobs ;;
+  one) shift; one "$@" ;;
+  run) jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

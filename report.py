@@ -1,27 +1,34 @@
 """Turn train.py run folders and profile.py results into REPORT.md with figures.
 
-Mirrors the results section of the Decision Transformer paper, for the Decision Transformer (DT)
-and the Decision Mamba side by side:
-  - mean return and D4RL-normalised score per env and dataset, mean +- std over seeds (and the
-    over-episode std, averaged over seeds), next to the dataset's own mean and best return;
-  - training loss vs step, one PNG per env (every run, coloured by model);
-  - achieved vs target return, one PNG (does return conditioning work?);
+Mirrors the results section of the Decision Transformer paper (and of the report this project
+revisits), the Decision Transformer (DT) and the Decision Mamba side by side:
+  - per env and dataset: normalised score of each model, mean +- std over seeds, the 95%
+    confidence interval of the difference (Welch) and a verdict that follows from it, beside the
+    dataset's own mean and best return and the DT's published D4RL scores (context only);
+  - training loss and evaluation return vs step, mean and range over seeds;
+  - the pilot that chose the step budget (--pilot), with the rule applied to its curves;
+  - achieved vs target return (return conditioning), from each run's targets.json if any;
+  - the Decision Mamba trained on whole episodes and acting recurrently, against K=20 models;
   - the runtime and memory tables and plots that profile.py rendered, embedded as they are;
   - the settings, seeds, devices, versions and the commands that regenerate all of it.
-Every sentence about a comparison is computed from the numbers in the tables; nothing else is
-claimed. Missing pieces (runs not evaluated, no GPU profile) are listed, not hidden.
+Every sentence about a comparison is computed from the numbers in the tables. Missing pieces (runs
+not evaluated, too few seeds, no GPU profile) are listed, not hidden.
 
-Run: python report.py runs/* [--profile results/profile-*.json] [--out REPORT.md]
+Run: python report.py results/report-runs/* [--pilot results/pilot/*] [--out REPORT.md]
 
 A run folder (written by train.py, see its docstring): config.json ({"train": settings, "model":
 model settings, "data": {path, return_mean, return_max, ...}, "device", "versions", ...}),
-metrics.jsonl (lines {"step", "loss", "lr", "time"} and {"step", "eval": {...}}) and eval.json
-({"config": ..., "results": [one evaluate() result per target]}).
+metrics.jsonl (lines {"step", "loss", "lr", "time"} and {"step", "eval": {...}}), eval.json
+({"config": ..., "results": [one evaluate() result per target]}) and, optionally, targets.json
+(evaluate.py --out: the same, for a sweep of targets).
 
-Reference (idea only): Chen et al. 2021, "Decision Transformer", Table 1 and Figure 4.
+References (ideas only): Chen et al. 2021, "Decision Transformer", Table 2 and Figure 4;
+Welch 1947, "The generalization of Student's problem when several different population
+variances are involved" (the interval of a difference of means with unequal variances).
 """
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -36,11 +43,25 @@ from cli import atomic_write, flag_name, option, parse_config
 from data import normalized_score
 
 MODEL_NAMES = {"dt": "DT", "mamba": "Mamba"}
+COLORS = {"dt": "C0", "mamba": "C1"}
 # train.py settings that may differ between the seeds of one experiment (everything else may not)
 SEED_ONLY = ("seed", "out", "resume", "device", "compile", "log_every", "save_every")
-# settings that differ between a DT and a Mamba experiment by design
-MODEL_SPECIFIC = ("model", "n_layer", "mamba_n_layer", "n_head", "eval_mode")
-COLORS = {"dt": "C0", "mamba": "C1"}
+# The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
+# (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
+D4RL_DT = {("halfcheetah", "medium"): ("42.6 ± 0.1", "42.2 ± 0.3"),
+           ("halfcheetah", "medium-replay"): ("36.6 ± 0.8", "38.9 ± 0.5"),
+           ("halfcheetah", "medium-expert"): ("86.8 ± 1.3", "91.6 ± 1.0"),
+           ("hopper", "medium"): ("67.6 ± 1.0", "65.1 ± 1.6"),
+           ("hopper", "medium-replay"): ("82.7 ± 7.0", "81.8 ± 6.9"),
+           ("hopper", "medium-expert"): ("107.6 ± 1.8", "110.4 ± 0.3"),
+           ("walker2d", "medium"): ("74.0 ± 1.4", "67.6 ± 2.5"),
+           ("walker2d", "medium-replay"): ("66.6 ± 3.0", "59.9 ± 2.7"),
+           ("walker2d", "medium-expert"): ("108.1 ± 0.2", "107.1 ± 1.0")}
+# Student's t, 97.5% quantile by degrees of freedom (Welch's df is rounded down: a slightly wide
+# interval, never a narrow one).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
+PATIENCE = 3  # the budget rule: evaluations in a row that must not beat the best so far
 
 
 class ReportError(ValueError):
@@ -49,8 +70,11 @@ class ReportError(ValueError):
 
 @dataclass(frozen=True)
 class ReportConfig:
-    runs: tuple = option((), "train.py run folders (e.g. runs/*); folders without config.json "
-                             "are listed as skipped", positional=True, nargs="*")
+    runs: tuple = option((), "train.py run folders (e.g. results/report-runs/*); folders "
+                             "without config.json are listed as skipped", positional=True,
+                         nargs="*")
+    pilot: tuple = option((), "run folders of the pilot that chose the step budget (their "
+                              "periodic evaluations are plotted)", type=str, nargs="+")
     profile: tuple = option((), "profile.py result files (none given: results/profile-*.json, "
                                 "if any)", type=str, nargs="+")
     out: str = option("REPORT.md", "the markdown file to write")
@@ -64,14 +88,20 @@ class ReportConfig:
 class Run:
     path: Path
     config: dict                      # config.json as written by train.py
-    losses: list                      # [(step, loss)] from metrics.jsonl
+    losses: list                      # [(step, training loss)] from metrics.jsonl
+    curve: list                       # [(step, mean return)] of the periodic evaluations
     evals: list                       # evaluate() results from eval.json (one per target)
     eval_config: dict                 # eval.json's "config"
     step: int                         # the step eval.json's checkpoint was at (None: no eval)
+    sweep: list                       # evaluate() results from targets.json (a target sweep)
 
     @property
     def train(self):
         return self.config["train"]
+
+    @property
+    def model(self):
+        return self.train["model"]
 
     @property
     def dataset(self):
@@ -83,21 +113,24 @@ class Run:
         return self.evals[0]["mode"] if self.evals else self.config.get("eval_mode", "window")
 
     @property
-    def settings(self):
-        """The train.py settings that every seed of one experiment shares."""
-        return {k: v for k, v in self.train.items() if k not in SEED_ONLY}
+    def variant(self):
+        """How a model was trained and acted: 'K=20', or 'K=full, recurrent'."""
+        return f"K={self.train['context']}" + (", recurrent" if self.mode == "recurrent" else "")
 
     @property
     def key(self):
         """Runs with equal keys are seeds of one experiment."""
-        return (self.train["env"], self.dataset, self.train["model"], str(self.train["context"]),
-                self.mode, json.dumps(self.settings, sort_keys=True, default=str))
+        settings = {k: v for k, v in self.train.items() if k not in SEED_ONLY}
+        return (self.train["env"], self.dataset, self.model, self.variant,
+                json.dumps(settings, sort_keys=True, default=str))
 
-    @property
-    def main_result(self):
-        """The result for the run's own target return (the first result otherwise)."""
-        target = self.config.get("target_return")
-        return next((r for r in self.evals if r["target_return"] == target), self.evals[0])
+    def result(self, target=None):
+        """The result at `target`, or by default at the run's own target (else its first)."""
+        if target is not None:
+            return next((r for r in self.evals if r["target_return"] == target), None)
+        own = self.config.get("target_return")
+        return next((r for r in self.evals if r["target_return"] == own),
+                    self.evals[0] if self.evals else None)
 
 
 def read_json(path):
@@ -117,20 +150,26 @@ def load_run(path):
                if k not in config["train"]]
     if missing:
         return None, f"config.json lacks {', '.join(missing)} (not written by train.py?)"
-    losses = []
+    losses, curve = [], []
     if (path / "metrics.jsonl").exists():
         for line in (path / "metrics.jsonl").read_text().splitlines():
             try:
                 record = json.loads(line)
             except ValueError:  # a line cut short by a crash
                 continue
-            if isinstance(record, dict) and "loss" in record and "step" in record:
+            if not isinstance(record, dict) or "step" not in record:
+                continue
+            if "loss" in record:
                 losses.append((record["step"], record["loss"]))
-    evaluation = read_json(path / "eval.json")
-    if not isinstance(evaluation, dict) or not isinstance(evaluation.get("results", []), list):
-        evaluation = {}  # unreadable or not evaluate.py's: the run is listed without a score
-    return Run(path, config, losses, evaluation.get("results", []),
-               evaluation.get("config", {}), evaluation.get("step")), None
+            elif isinstance(record.get("eval"), dict) and "return_mean" in record["eval"]:
+                curve.append((record["step"], record["eval"]["return_mean"]))
+    evaluation, sweep = (read_json(path / name) for name in ("eval.json", "targets.json"))
+    results = [] if not isinstance(evaluation, dict) else evaluation.get("results", [])
+    if not isinstance(results, list):  # not evaluate.py's: the run is listed without a score
+        evaluation, results = {}, []
+    sweep = sweep.get("results", []) if isinstance(sweep, dict) else []
+    return Run(path, config, losses, curve, results, (evaluation or {}).get("config", {}),
+               (evaluation or {}).get("step"), sweep if isinstance(sweep, list) else []), None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -145,6 +184,41 @@ def pm(mean, std, digits=0):
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
+def welch_interval(a, b):
+    """95% confidence interval of mean(b) - mean(a) by Welch's t (None with < 2 values a side)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(a.size, b.size) < 2:
+        return None
+    diff = b.mean() - a.mean()
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    if va + vb == 0:
+        return float(diff), float(diff)
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    t = T_975[max(k for k in T_975 if k <= max(df, 1))]
+    half = t * math.sqrt(va + vb)
+    return float(diff - half), float(diff + half)
+
+
+def verdict(interval, better="Mamba", worse="DT"):
+    if interval is None:
+        return "too few seeds to compare"
+    lo, hi = interval
+    return (f"{better} better" if lo > 0 else f"{worse} better" if hi < 0
+            else "no detectable difference")
+
+
+def converged_step(curve, patience=PATIENCE):
+    """The first evaluation step after which `patience` evaluations in a row do not beat the
+    best mean return seen so far (None if the curve never settles)."""
+    best = -math.inf
+    for i, (step, value) in enumerate(curve):
+        best = max(best, value)
+        later = [v for _, v in curve[i + 1:i + 1 + patience]]
+        if len(later) == patience and max(later) <= best:
+            return step
+    return None
+
+
 def group_name(runs):
     """The run folders' common name without the seed suffix: dt-hopper-medium-s0, -s1 ->
     dt-hopper-medium."""
@@ -152,43 +226,121 @@ def group_name(runs):
     return re.sub(r"[-_]?s?\d*$", "", prefix) or f"{runs[0].path.name}, ..."
 
 
-def summarise_group(runs):
-    """Seed statistics of one experiment, from each seed's result at its own target."""
-    evaluated = [r for r in runs if r.evals]
-    row = dict(name=group_name(runs), seeds=sorted(r.train["seed"] for r in runs),
-               evaluated=len(evaluated), data=runs[0].config.get("data", {}),
-               settings=runs[0].settings)
-    if evaluated:
-        results = [r.main_result for r in evaluated]
-        row.update(
-            ret=over_seeds([res["return_mean"] for res in results]),
-            ret_ep_std=float(np.mean([res["return_std"] for res in results])),
-            score=over_seeds([res["score_mean"] for res in results]),
-            score_ep_std=float(np.mean([res["score_std"] for res in results])),
-            fell=float(np.mean([res["fell"] for res in results])),
-            length=float(np.mean([res["length_mean"] for res in results])))
-    return row
+def scores(runs, target=None):
+    """Each evaluated seed's mean normalised score at `target` (default: its own target)."""
+    return [res["score_mean"] for r in runs if (res := r.result(target)) is not None]
 
 
-def compare(label, dt_row, mamba_row):
-    """One computed sentence comparing two experiments' normalised scores (and naming the
-    settings they differ in, beyond those that differ between the models by design)."""
-    (dt_mean, dt_std), (mb_mean, mb_std) = dt_row["score"], mamba_row["score"]
-    diff = mb_mean - dt_mean
-    spread = (dt_std or 0.0) + (mb_std or 0.0)
-    if dt_std is None or mb_std is None:
-        verdict = "not compared with a seed spread (a single seed on at least one side)"
-    elif abs(diff) > spread:
-        verdict = f"larger than the sum of the seed stds ({spread:.1f})"
-    else:
-        verdict = f"within the sum of the seed stds ({spread:.1f})"
-    higher = "Mamba scores higher" if diff > 0 else "DT scores higher" if diff < 0 else "a tie"
-    differ = sorted(k for k in set(dt_row["settings"]) | set(mamba_row["settings"])
-                    if k not in MODEL_SPECIFIC
-                    and dt_row["settings"].get(k) != mamba_row["settings"].get(k))
-    return (f"- {label}: {higher} by {abs(diff):.1f} normalised points (Mamba {mb_mean:.1f}, "
-            f"DT {dt_mean:.1f}); the difference is {verdict}." + (
-                f" The two experiments also differ in {', '.join(differ)}." if differ else ""))
+def score_cell(runs, target=None):
+    values = scores(runs, target)
+    return f"{pm(*over_seeds(values), digits=1)} (n={len(values)})" if values else "-"
+
+
+# ----------------------------------------------------------------------------- tables
+
+def experiments(groups):
+    """(env, dataset, model, variant) -> the runs of the experiment with the most seeds there
+    (the sweep's; an extra experiment with other settings only shows in the table of all)."""
+    chosen = {}
+    for (env, dataset, model, variant, _), runs in sorted(groups.items()):
+        if len(runs) > len(chosen.get((env, dataset, model, variant), [])):
+            chosen[env, dataset, model, variant] = runs
+    return chosen
+
+
+def comparison_table(groups, target_rank):
+    """The report's main table: per env and dataset, DT vs Mamba at K=20 at the env's
+    `target_rank`-th highest evaluated target, with the interval and verdict of the difference."""
+    lines = ["| env | dataset | target | dataset mean / best (normalised) | DT | Mamba | "
+             "Mamba - DT, 95% CI | verdict | DT on D4RL's data: paper / CORL |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cells = defaultdict(dict)
+    for (env, dataset, model, variant), runs in experiments(groups).items():
+        if variant == "K=20":
+            cells[env, dataset][model] = runs
+    for (env, dataset), by_model in sorted(cells.items()):
+        dt_runs, mamba_runs = by_model.get("dt", []), by_model.get("mamba", [])
+        targets = sorted({res["target_return"] for r in dt_runs + mamba_runs for res in r.evals},
+                         reverse=True)
+        if len(targets) <= target_rank:
+            continue
+        target = targets[target_rank]
+        data = (dt_runs or mamba_runs)[0].config.get("data", {})
+        dt, mamba = scores(dt_runs, target), scores(mamba_runs, target)
+        interval = welch_interval(dt, mamba)
+        ci = (f"{np.mean(mamba) - np.mean(dt):+.1f} [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+              if interval else "-")
+        paper, corl = D4RL_DT.get((env, dataset), ("-", "-"))
+        lines.append(f"| {env} | {dataset} | {target:g} | {dataset_cell(env, data)} | "
+                     f"{score_cell(dt_runs, target)} | {score_cell(mamba_runs, target)} | {ci} | "
+                     f"{verdict(interval)} | {paper} / {corl} |")
+    return lines
+
+
+def dataset_cell(env, data):
+    mean, best = data.get("return_mean"), data.get("return_max")
+    if mean is None or best is None:
+        return "?"
+    return (f"{mean:.0f} ({normalized_score(env, mean):.1f}) / "
+            f"{best:.0f} ({normalized_score(env, best):.1f})")
+
+
+def experiments_table(groups):
+    """One row per experiment at its own target: returns, episode spread, falls, lengths."""
+    lines = ["| env | dataset | model | variant | runs | seeds | return | normalised score | "
+             "fell | length |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (env, dataset, model, variant, _), runs in sorted(groups.items()):
+        results = [res for r in runs if (res := r.result()) is not None]
+        seeds = ",".join(str(s) for s in sorted(r.train["seed"] for r in runs)) + (
+            f" ({len(results)} evaluated)" if len(results) < len(runs) else "")
+        if results:
+            ret = (f"{pm(*over_seeds([x['return_mean'] for x in results]))} (ep. sd "
+                   f"{np.mean([x['return_std'] for x in results]):.0f})")
+            score = (f"{pm(*over_seeds([x['score_mean'] for x in results]), digits=1)} (ep. sd "
+                     f"{np.mean([x['score_std'] for x in results]):.1f})")
+            fell = f"{100 * np.mean([x['fell'] for x in results]):.0f}%"
+            length = f"{np.mean([x['length_mean'] for x in results]):.0f}"
+        else:
+            ret = score = fell = length = "not evaluated"
+        lines.append(f"| {env} | {dataset} | {MODEL_NAMES.get(model, model)} | {variant} | "
+                     f"{group_name(runs)} | {seeds} | {ret} | {score} | {fell} | {length} |")
+    return lines
+
+
+def whole_episode_table(groups):
+    """Medium data: the whole-episode Mamba acting recurrently against both K=20 models."""
+    by_env = defaultdict(dict)
+    for (env, dataset, model, variant), runs in experiments(groups).items():
+        if dataset == "medium":
+            by_env[env][model, variant] = runs
+    lines = ["| env | DT, K=20 | Mamba, K=20 | Mamba, whole episodes, recurrent | full - DT, "
+             "95% CI | full - Mamba K=20, 95% CI |", "|---|---|---|---|---|---|"]
+    for env, found in sorted(by_env.items()):
+        full = next((runs for (m, v), runs in found.items() if m == "mamba" and "full" in v), None)
+        if full is None:
+            continue
+        dt, mamba = found.get(("dt", "K=20"), []), found.get(("mamba", "K=20"), [])
+        cells = []
+        for other in (dt, mamba):
+            interval = welch_interval(scores(other), scores(full))
+            cells.append(f"[{interval[0]:+.1f}, {interval[1]:+.1f}]: "
+                         f"{verdict(interval, 'whole episodes', 'K=20')}" if interval else "-")
+        lines.append(f"| {env} | {score_cell(dt)} | {score_cell(mamba)} | {score_cell(full)} | "
+                     f"{cells[0]} | {cells[1]} |")
+    return lines if len(lines) > 2 else []
+
+
+def pilot_table(runs):
+    """The pilot's runs: their evaluations and where each curve settled."""
+    lines = ["| run | parameters | evaluations (step: mean return) | settled at |",
+             "|---|---|---|---|"]
+    for run in sorted(runs, key=lambda r: (r.train["env"], r.model)):
+        params = run.config.get("parameters", {}).get("without_timestep_table", "?")
+        points = ", ".join(f"{s}: {v:.0f}" for s, v in run.curve)
+        settled = converged_step(run.curve)
+        lines.append(f"| {run.path.name} | {params} | {points} | "
+                     f"{settled if settled is not None else 'never'} |")
+    return lines
 
 
 # ----------------------------------------------------------------------------- figures
@@ -206,90 +358,64 @@ def save_png(fig, path):
     _pyplot().close(fig)
 
 
-def plot_losses(runs, env, path):
-    """Training loss vs step for every run of env, one panel per dataset."""
+def plot_bands(runs, panel, series, ylabel, path, log=False):
+    """One panel per value of panel(run); per model and variant, the mean over seeds of
+    series(run) -> [(step, value)] and the range (min to max) over seeds as a band."""
     plt = _pyplot()
-    datasets = sorted({r.dataset for r in runs})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for run in sorted((r for r in runs if r.dataset == dataset), key=lambda r: r.key):
-            if run.losses:
-                steps, losses = zip(*run.losses)
-                ax.plot(steps, losses, color=COLORS.get(run.train["model"]), alpha=0.8,
-                        label=f"{MODEL_NAMES.get(run.train['model'])} K={run.train['context']} "
-                              f"seed {run.train['seed']}")
-        ax.set(xlabel="optimiser step", ylabel="action MSE (training)", yscale="log",
-               title=f"{env} / {dataset}")
+    panels = sorted({panel(r) for r in runs})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        lines = defaultdict(lambda: defaultdict(list))  # (model, variant) -> step -> values
+        for run in (r for r in runs if panel(r) == name):
+            for step, value in series(run):
+                lines[run.model, run.variant][step].append(value)
+        for (model, variant), by_step in sorted(lines.items()):
+            steps = sorted(by_step)
+            values = [by_step[s] for s in steps]
+            seeds = max(len(v) for v in values)
+            ax.plot(steps, [np.mean(v) for v in values], color=COLORS.get(model),
+                    ls="-" if variant == "K=20" else "--",
+                    label=f"{MODEL_NAMES.get(model, model)} {variant} ({seeds} seed"
+                          f"{'s' if seeds > 1 else ''})")
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
+                            color=COLORS.get(model), alpha=0.2)
+        ax.set(xlabel="optimiser step", ylabel=ylabel, title=name, yscale="log" if log else "linear")
         ax.legend(fontsize=7)
     save_png(fig, path)
 
 
 def plot_targets(runs, path):
-    """Achieved vs target return per env: mean over seeds (+- std) per model, the diagonal,
-    and the dataset's mean and best return."""
+    """Achieved vs target return per env (a sweep's targets.json where there is one, else
+    eval.json), mean over seeds +- std per model and dataset; the diagonal; dataset means."""
     plt = _pyplot()
-    envs = sorted({r.train["env"] for r in runs if r.evals})
+    envs = sorted({r.train["env"] for r in runs if r.sweep or r.evals})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4.5), squeeze=False)
     for ax, env in zip(axes[0], envs):
-        curves = defaultdict(lambda: defaultdict(list))  # (model, dataset, mode) -> target -> means
+        curves = defaultdict(lambda: defaultdict(list))  # (model, dataset, variant) -> target -> []
         for run in (r for r in runs if r.train["env"] == env):
-            for res in run.evals:
-                curves[run.train["model"], run.dataset, run.mode][res["target_return"]].append(
+            for res in run.sweep or run.evals:
+                curves[run.model, run.dataset, run.variant][res["target_return"]].append(
                     res["return_mean"])
-        for (model, dataset, mode), seed_means in sorted(curves.items()):
+        for (model, dataset, variant), seed_means in sorted(curves.items()):
             targets = sorted(seed_means)
             means, stds = zip(*(over_seeds(seed_means[t]) for t in targets))
             ax.errorbar(targets, means, yerr=[s or 0.0 for s in stds], marker="o", capsize=3,
-                        color=COLORS.get(model), ls="-" if mode == "window" else "--",
-                        label=f"{MODEL_NAMES.get(model)} {dataset} ({mode})")
-        datasets = {r.dataset: r.config.get("data", {}) for r in runs if r.train["env"] == env}
+                        color=COLORS.get(model), ls="-" if dataset == "medium" else "--",
+                        label=f"{MODEL_NAMES.get(model, model)} {dataset} ({variant})")
         targets = [t for seed_means in curves.values() for t in seed_means]
         lo, hi = min(0.0, *targets), max(targets)
         ax.plot([lo, hi], [lo, hi], "k:", label="achieved = target")
+        datasets = {r.dataset: r.config.get("data", {}) for r in runs if r.train["env"] == env}
         for (dataset, data), color in zip(sorted(datasets.items()), ("grey", "C2", "C3", "C4")):
-            for name, word, style in (("return_mean", "mean", "--"), ("return_max", "best", "-.")):
-                if name in data:
-                    ax.axhline(data[name], color=color, ls=style, lw=1,
-                               label=f"{dataset} dataset {word}")
+            if "return_mean" in data:
+                ax.axhline(data["return_mean"], color=color, ls="-.", lw=1,
+                           label=f"{dataset} dataset mean")
         ax.set(xlabel="target return", ylabel="achieved return", title=env)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     save_png(fig, path)
 
 
 # ----------------------------------------------------------------------------- the report
-
-def results_table(groups):
-    """Markdown rows: one per experiment, grouped by env and dataset; plus comparison lines."""
-    lines = ["| env | dataset | model | K | eval mode | runs | seeds | return | normalised score "
-             "| fell | length | dataset mean (normalised) | dataset best (normalised) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (env, dataset, model, context, mode, _), row in sorted(groups.items()):
-        data = row["data"]
-        if "ret" in row:
-            ret = f"{pm(*row['ret'])} (ep. sd {row['ret_ep_std']:.0f})"
-            score = f"{pm(*row['score'], digits=1)} (ep. sd {row['score_ep_std']:.1f})"
-            fell, length = f"{100 * row['fell']:.0f}%", f"{row['length']:.0f}"
-        else:
-            ret = score = fell = length = "not evaluated"
-        seeds = ",".join(map(str, row["seeds"])) + (
-            f" ({row['evaluated']} evaluated)" if row["evaluated"] < len(row["seeds"]) else "")
-        mean, best = data.get("return_mean"), data.get("return_max")
-        lines.append(
-            f"| {env} | {dataset} | {MODEL_NAMES.get(model, model)} | {context} | {mode} | "
-            f"{row['name']} | {seeds} | {ret} | {score} | {fell} | {length} | "
-            + (f"{mean:.0f} ({normalized_score(env, mean):.1f})" if mean is not None else "?")
-            + " | " + (f"{best:.0f} ({normalized_score(env, best):.1f})" if best is not None
-                       else "?") + " |")
-    comparisons = []  # each evaluated Mamba experiment against each DT one with its env, data, K
-    for (env, dataset, model, context, mode, _), row in sorted(groups.items()):
-        for key, dt_row in sorted(groups.items()):
-            if model == "mamba" and key[:4] == (env, dataset, "dt", context) \
-                    and "score" in row and "score" in dt_row:
-                comparisons.append(compare(
-                    f"{env} / {dataset}, K={context}: {row['name']} (Mamba, {mode} mode) vs "
-                    f"{dt_row['name']} (DT, {key[4]} mode)", dt_row, row))
-    return lines, comparisons
-
 
 def train_command(run):
     """The train.py command that reproduces a run: every stored setting as a flag."""
@@ -301,29 +427,29 @@ def train_command(run):
     return shlex.join(parts)
 
 
-def eval_command(run):
-    """The evaluate.py command that rewrites the run's eval.json (None if train.py wrote it)."""
-    cfg = run.eval_config
-    if "run_dir" not in cfg:
+def eval_command(run, config, out=None):
+    """The evaluate.py command behind an eval.json / targets.json (None if train.py wrote it)."""
+    if "run_dir" not in config:
         return None
-    parts = ["python", "evaluate.py", str(run.path), "--episodes", str(cfg["episodes"]),
-             "--seed", str(cfg["seed"]), "--mode", cfg["mode"]]
-    if cfg.get("target"):
-        parts += ["--target", *map(str, cfg["target"])]
-    if cfg.get("max_episode_steps"):
-        parts += ["--max-episode-steps", str(cfg["max_episode_steps"])]
-    return shlex.join(parts)
+    parts = ["python", "evaluate.py", str(run.path), "--episodes", str(config["episodes"]),
+             "--seed", str(config["seed"]), "--mode", config["mode"]]
+    if config.get("target"):
+        parts += ["--target", *(f"{t:g}" for t in config["target"])]
+    if config.get("max_episode_steps"):
+        parts += ["--max-episode-steps", str(config["max_episode_steps"])]
+    return shlex.join(parts + (["--out", out] if out else []))
 
 
 def report_command(cfg: ReportConfig):
-    return shlex.join(["python", "report.py", *cfg.runs, *(["--profile", *cfg.profile]
-                       if cfg.profile else []), "--out", cfg.out, "--figures", cfg.figures])
+    return shlex.join(["python", "report.py", *cfg.runs, *(["--pilot", *cfg.pilot]
+                       if cfg.pilot else []), *(["--profile", *cfg.profile] if cfg.profile
+                       else []), "--out", cfg.out, "--figures", cfg.figures])
 
 
 def scan_label(run):
-    """The scan backend a run trained with, from its config.json (older runs did not record it:
-    on the CPU they could only have used the PyTorch scan)."""
-    if run.train["model"] != "mamba":
+    """The scan backend a run trained with (older runs did not record it: on the CPU they
+    could only have used the PyTorch scan)."""
+    if run.model != "mamba":
         return "-"
     cuda = str(run.config.get("device", "")).startswith("cuda")
     return run.config.get("scan_backend") or ("triton" if cuda else "torch")
@@ -354,85 +480,153 @@ def profile_section(paths, out_dir):
     return lines, loaded
 
 
-def write_report(cfg: ReportConfig) -> Path:
+def read_runs(paths):
     runs, skipped = [], []
-    for path in cfg.runs:
+    for path in paths:
         run, why = load_run(path) if Path(path).is_dir() else (None, "not a folder")
         if run:
             runs.append(run)
         else:
             skipped.append(f"{path}: {why}")
+    return runs, skipped
+
+
+def models_paragraph(runs):
+    """What each model's blocks are, with the parameter counts the runs recorded."""
+    counts = defaultdict(set)
+    for run in runs:
+        if "parameters" in run.config:
+            counts[run.model].add(run.config["parameters"]["without_timestep_table"])
+    dt = next((r for r in runs if r.model == "dt"), None)
+    mamba = next((r for r in runs if r.model == "mamba"), None)
+    say = []
+    if dt:
+        t = dt.train
+        say.append(f"DT: {t['n_layer']} pre-LayerNorm GPT blocks of width {t['d_model']} (causal "
+                   f"self-attention, {t['n_head']} head(s); MLP 4x wide with "
+                   f"{t.get('activation', 'gelu').upper()}, as the DT paper's code)")
+    if mamba:
+        t = mamba.train
+        say.append(f"Mamba: {t['mamba_n_layer']} residual blocks x + Mamba(RMSNorm(x)) of width "
+                   f"{t['d_model']} (expand 2, d_state 16, causal conv 4, selective scan gated by "
+                   f"SiLU), no attention and no MLP")
+    for model, n in sorted(counts.items()):
+        say.append(f"{MODEL_NAMES[model]} parameters without the shared timestep table: "
+                   + ", ".join(f"{x:,}" for x in sorted(n)))
+    return "; ".join(say) + ". Both embed (R, s, a) tokens with a learned timestep embedding, " \
+        "end in one LayerNorm and read each action from the output at its state token."
+
+
+def write_report(cfg: ReportConfig) -> Path:
+    runs, skipped = read_runs(cfg.runs)
     if not runs:
         raise ReportError(f"none of {', '.join(map(str, cfg.runs)) or 'the given paths'} is a "
                           "train.py run folder (one with config.json); train a model first "
                           "(python train.py --model dt) and pass its folder, e.g. "
                           "python report.py runs/*.")
+    pilot, pilot_skipped = read_runs(cfg.pilot)
     profiles = list(cfg.profile) or sorted(glob.glob("results/profile-*.json"))
     out, figures = Path(cfg.out), Path(cfg.figures)
     out_dir = out.parent
     for folder in (out_dir, figures):
         folder.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731 (figure links)
 
     groups = defaultdict(list)
     for run in runs:
         groups[run.key].append(run)
-    table, comparisons = results_table({k: summarise_group(v) for k, v in groups.items()})
     doc = ["# Decision Transformer vs Decision Mamba: results", "",
-           f"Generated by `{report_command(cfg)}` from "
-           f"{len(runs)} run folder(s) and {len(profiles)} profile file(s).", "",
-           "## Returns and normalised scores", "",
-           "Each number is the mean over seeds of each seed's mean over its evaluation episodes, "
-           "at the run's own target return, from the last checkpoint; ± is the standard "
-           "deviation over seeds (shown only with two or more seeds), ep. sd the standard "
-           "deviation over episodes averaged over seeds. Normalised: 100 (R - random) / "
-           "(expert - random) with D4RL's reference returns. fell: episodes that ended by "
-           "falling (terminated) rather than at the time limit; length: mean episode length (the "
-           "env's limit is 1000 steps unless a run cut it).", ""] + table
-    doc += ["", "Computed comparisons (normalised score, DT vs Mamba at the same env, dataset "
-            "and K):" if comparisons else "No env, dataset and K has evaluated runs of both "
-            "models, so no comparison is made."]
-    doc += comparisons
-    doc += ["", "## Training loss", ""]
+           f"Generated by `{report_command(cfg)}` from {len(runs)} run folder(s) and "
+           f"{len(profiles)} profile file(s).", "", "Models: " + models_paragraph(runs), "",
+           "## Normalised score: DT vs Mamba", "",
+           "Each seed's score is its mean normalised score (100 (R - random) / (expert - random), "
+           "D4RL's reference returns) over the evaluation episodes, from its last checkpoint. "
+           "A cell is mean ± std over seeds (n seeds). The interval is Welch's 95% confidence "
+           "interval of the difference of the means over seeds; the verdict names a model only "
+           "when the interval excludes 0. The DT's published scores are on D4RL's datasets, "
+           "not ours: context, not a comparison.", ""]
+    for rank, name in ((0, "the higher target (the DT paper's first)"),
+                       (1, "the lower target (the DT paper's second)")):
+        table = comparison_table(groups, rank)
+        if len(table) > 2:
+            doc += [f"At {name}:", ""] + table + [""]
+    doc += ["### Every experiment at its own target", "",
+            "ep. sd: the standard deviation over episodes, averaged over seeds; fell: episodes "
+            "that ended by falling rather than at the 1000-step limit.", ""]
+    doc += experiments_table(groups)
+    whole = whole_episode_table(groups)
+    if whole:
+        doc += ["", "## Whole episodes, acting recurrently", "",
+                "The Decision Mamba trained on whole episodes (`--context full`) and acting "
+                "recurrently (constant cost per env step, no window), against both K=20 models "
+                "on the medium data, at each run's own target:", ""] + whole
+    if pilot:
+        png = figures / "pilot.png"
+        plot_bands(pilot, lambda r: f"{r.train['env']} / {r.dataset}", lambda r: r.curve,
+                   "mean return (periodic evaluation)", png)
+        settled = [converged_step(r.curve) for r in pilot]
+        budget = (f"the budget is the latest of these, {max(settled)} steps" if all(
+            s is not None for s in settled) else "a curve never settled, so no budget follows")
+        doc += ["", "## The pilot that chose the step budget", "",
+                f"One seed per model on each env's medium data, evaluated every "
+                f"{pilot[0].train.get('eval_every')} steps on {pilot[0].train.get('eval_episodes')}"
+                f" episodes. A curve settles at the first evaluation after which {PATIENCE} in a "
+                f"row do not beat the best mean return so far; {budget}.", ""]
+        doc += pilot_table(pilot) + ["", f"![pilot]({rel(png)})"]
+    doc += ["", "## Training loss and evaluation return vs step", "",
+            "Mean over seeds (line) and the range over seeds (band). The evaluation curves are "
+            "the periodic evaluations during training (fewer episodes than the tables).", ""]
     for env in sorted({r.train["env"] for r in runs}):
+        env_runs = [r for r in runs if r.train["env"] == env]
         png = figures / f"loss-{env}.png"
-        plot_losses([r for r in runs if r.train["env"] == env], env, png)
-        doc.append(f"![training loss, {env}]({os.path.relpath(png, out_dir)})")
-    doc += ["", "## Achieved vs target return", ""]
-    if any(r.evals for r in runs):
+        plot_bands(env_runs, lambda r: f"{env} / {r.dataset}", lambda r: r.losses,
+                   "action MSE (training)", png, log=True)
+        doc.append(f"![training loss, {env}]({rel(png)})")
+        if any(r.curve for r in env_runs):
+            png = figures / f"eval-{env}.png"
+            plot_bands([r for r in env_runs if r.curve], lambda r: f"{env} / {r.dataset}",
+                       lambda r: r.curve, "mean return (periodic evaluation)", png)
+            doc.append(f"![evaluation return, {env}]({rel(png)})")
+    doc += ["", "## Return conditioning: achieved vs target return", ""]
+    if any(r.evals or r.sweep for r in runs):
         png = figures / "return-vs-target.png"
         plot_targets(runs, png)
-        targets = sorted({res["target_return"] for r in runs for res in r.evals})
-        doc += [f"Targets evaluated: {', '.join(f'{t:g}' for t in targets)}. "
-                + ("With a single target per env the plot shows where each model lands against "
-                   "the diagonal; evaluate at several targets (python evaluate.py RUN --target "
-                   "A B C) to see whether the return follows the target." if len(targets) < 2
-                   else "Points on the diagonal mean the model achieves the return it is asked "
-                        "for."), "", f"![achieved vs target]({os.path.relpath(png, out_dir)})"]
+        targets = sorted({res["target_return"] for r in runs for res in r.sweep or r.evals})
+        doc += [f"Targets evaluated: {', '.join(f'{t:g}' for t in targets)} (a run's target "
+                "sweep where it has one, else its eval.json). Points on the diagonal mean the "
+                "model achieves the return it is asked for; a flat line means the target is "
+                "ignored.", "", f"![achieved vs target]({rel(png)})"]
     else:
         doc.append("No run has an eval.json, so there is nothing to plot.")
     doc += ["", "## Runtime and memory", ""]
     section, profiled = profile_section(profiles, out_dir)
     doc += section or ["No profile.py result was found (run python profile.py)."]
+    doc += settings_section(runs, skipped + pilot_skipped, profiled, cfg, profiles)
+    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(doc)))
+    return out
 
+
+def settings_section(runs, skipped, profiled, cfg, profiles):
     versions = {json.dumps(r.config.get("versions", {}), sort_keys=True) for r in runs}
-    doc += ["", "## Settings, seeds, devices, versions", "",
-            "| run | model | env | dataset | seed | steps | batch | K | lr | width | layers | "
-            "device | scan | eval episodes | target | eval mode |", "|---" * 16 + "|"]
-    for run in sorted(runs, key=lambda r: (r.key, r.train["seed"])):
+    doc = ["", "## Settings, seeds, devices, versions", "",
+           "| run | model | env | dataset | seed | steps | batch | K | lr | width | layers | "
+           "device | scan | eval episodes | targets | eval mode |", "|---" * 16 + "|"]
+    ordered = sorted(runs, key=lambda r: (r.key, r.train["seed"]))
+    for run in ordered:
         t = run.train
-        layers = t["n_layer"] if t["model"] == "dt" else t["mamba_n_layer"]
-        episodes = run.main_result["episodes"] if run.evals else "-"
-        doc.append(f"| {run.path} | {t['model']} | {t['env']} | {run.dataset} | {t['seed']} | "
+        layers = t["n_layer"] if run.model == "dt" else t["mamba_n_layer"]
+        episodes = run.evals[0]["episodes"] if run.evals else "-"
+        targets = ", ".join(f"{r['target_return']:g}" for r in run.evals) or "-"
+        doc.append(f"| {run.path} | {run.model} | {t['env']} | {run.dataset} | {t['seed']} | "
                    f"{run.step if run.step is not None else t['steps']} | {t['batch_size']} | "
                    f"{t['context']} | {t['lr']:g} | {t['d_model']} | {layers} | "
                    f"{run.config.get('device', '?')} | {scan_label(run)} | {episodes} | "
-                   f"{run.config.get('target_return', '?')} | {run.mode} |")
+                   f"{targets} | {run.mode} |")
     doc += ["", "Scan: the selective scan that trained a Mamba run (`c`: scan_cpu.c, `torch`: the "
-            "PyTorch scan, `triton`: the GPU kernel; they agree up to float rounding). A Mamba run "
-            "whose config.json names none predates the C kernels and ran the PyTorch scan on the "
-            "CPU (the Triton kernel on CUDA)."]
-    doc += ["", "Versions of the training runs: " + "; ".join(
-        ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) for v in sorted(versions)) + "."]
+            "PyTorch scan, `triton`: the GPU kernel; they agree up to float rounding).", "",
+            "Versions of the training runs: " + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in json.loads(v).items()) for v in sorted(versions))
+            + "."]
     missing = [f"skipped {why}" for why in skipped]
     missing += [f"{r.path} has no eval.json (evaluate it: python evaluate.py {r.path})"
                 for r in runs if not r.evals]
@@ -449,16 +643,14 @@ def write_report(cfg: ReportConfig) -> Path:
     if missing:
         doc += ["", "## Missing", ""] + [f"- {m}" for m in missing]
     doc += ["", "## Commands that regenerate this report", "", "```bash"]
-    for run in sorted(runs, key=lambda r: (r.key, r.train["seed"])):
+    for run in ordered:
         doc.append(train_command(run))
-        if eval_command(run):
-            doc.append(eval_command(run))
-    for path in profiles:
-        command = (read_json(path) or {}).get("command")
-        doc.append(command or "python profile.py")
-    doc += [report_command(cfg), "```", ""]
-    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(doc)))
-    return out
+        doc += [c for c in (eval_command(run, run.eval_config),) if c]
+        if run.sweep:
+            sweep = read_json(run.path / "targets.json").get("config", {})
+            doc += [c for c in (eval_command(run, sweep, str(run.path / "targets.json")),) if c]
+    doc += [(read_json(path) or {}).get("command") or "python profile.py" for path in profiles]
+    return doc + [report_command(cfg), "```", ""]
 
 
 def main(argv=None):

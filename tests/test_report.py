@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,78 +12,133 @@ sys.path.insert(0, str(ROOT))
 import report  # noqa: E402  (after the path is set)
 
 
-def fake_run(folder, model, seed, score_returns, targets=(3600.0,), evaluated=True, **settings):
-    """A hopper run folder: config.json, metrics.jsonl with a falling loss, eval.json with one
-    result per target whose mean return is score_returns[i]."""
+def fake_run(folder, model, seed, score_returns, targets=(3600.0,), evaluated=True,
+             curve=(), sweep=None, **settings):
+    """A hopper run folder: config.json, metrics.jsonl with a falling loss (and the periodic
+    evaluations `curve`: [(step, return)]), eval.json with one result per target whose mean
+    return is score_returns[i], and targets.json if `sweep` ({target: return}) is given."""
     folder.mkdir(parents=True)
     train = dict(model=model, env="hopper", dataset="medium", data=None, steps=20, batch_size=4,
                  context="20", lr=1e-3, seed=seed, d_model=16, n_layer=1, mamba_n_layer=2,
-                 out=str(folder), resume=False, compile=False, preset=None)
+                 n_head=1, out=str(folder), resume=False, compile=False, preset=None,
+                 eval_every=10, eval_episodes=2)
     train.update(settings)
     (folder / "config.json").write_text(json.dumps(dict(
-        train=train, model={"backbone": "gpt" if model == "dt" else "mamba"}, eval_mode="window",
+        train=train, model={"backbone": "gpt" if model == "dt" else "mamba"},
+        eval_mode="recurrent" if train["context"] == "full" else "window",
         target_return=targets[0], device="cpu",
+        parameters=dict(without_timestep_table=100 if model == "dt" else 90, all=1000),
         data=dict(path="data/hopper-medium.hdf5", return_mean=1500.0, return_max=3100.0),
         versions=dict(torch="9.9", python="3.x"))))
     (folder / "metrics.jsonl").write_text("".join(
         json.dumps(dict(step=s, loss=1.0 / s, lr=1e-3, time=0.1 * s)) + "\n"
-        for s in (5, 10, 15, 20)) + json.dumps(dict(step=20, time=2.0, eval={})) + "\n")
+        for s in (5, 10, 15, 20)) + "".join(json.dumps(dict(step=s, time=2.0, eval=dict(
+            return_mean=r))) + "\n" for s, r in curve))
+    mode = "recurrent" if train["context"] == "full" else "window"
+
+    def results(pairs):
+        return [dict(env="hopper", target_return=t, mode=mode, episodes=2, return_mean=r,
+                     return_std=10.0, score_mean=(r + 20.272305) / 32.545723, score_std=0.3,
+                     fell=0.5, truncated=0.5, length_mean=500.0) for t, r in pairs]
     if evaluated:
-        results = [dict(env="hopper", target_return=t, mode="window", episodes=2,
-                        return_mean=r, return_std=10.0, score_mean=(r + 20.272305) / 32.545723,
-                        score_std=0.3, fell=0.5, truncated=0.5, length_mean=500.0)
-                   for t, r in zip(targets, score_returns)]
         # train.py's eval.json (one target) or evaluate.py's (its config names the run folder)
-        config = dict(episodes=2, seed=10000, mode="window", target=list(targets))
+        config = dict(episodes=2, seed=10000, mode=mode, target=list(targets))
         if len(targets) > 1:
             config.update(run_dir=str(folder), max_episode_steps=None, video=None, device="cpu")
         (folder / "eval.json").write_text(json.dumps(dict(
             run_dir=str(folder), env="hopper", model=model, step=20, device="cpu", config=config,
-            results=results)))
+            results=results(zip(targets, score_returns)))))
+    if sweep:
+        (folder / "targets.json").write_text(json.dumps(dict(config=dict(
+            run_dir=str(folder), episodes=2, seed=10000, mode=mode, target=list(sweep)),
+            results=results(sweep.items()))))
+
+
+def score(ret):
+    return (ret + 20.272305) / 32.545723
 
 
 @pytest.fixture()
 def runs(tmp_path):
-    fake_run(tmp_path / "runs" / "dt-s0", "dt", 0, [1000.0])
-    fake_run(tmp_path / "runs" / "dt-s1", "dt", 1, [1200.0])
-    fake_run(tmp_path / "runs" / "mamba-s0", "mamba", 0, [2000.0, 2500.0], targets=(3600.0, 2000.0))
-    fake_run(tmp_path / "runs" / "mamba-s1", "mamba", 1, [2200.0], evaluated=True)
-    fake_run(tmp_path / "runs" / "mamba-s2", "mamba", 2, [], evaluated=False)
-    fake_run(tmp_path / "runs" / "dt-lowlr-s0", "dt", 0, [500.0], lr=1e-4)  # another experiment
-    (tmp_path / "runs" / "ars-hopper").mkdir()  # not a train.py run: listed as skipped
+    """DT seeds 0-2 and Mamba seeds 0-2 (one not evaluated) at two targets, a DT experiment
+    with another lr, a whole-episode Mamba, a folder that is not a run."""
+    root = tmp_path / "runs"
+    for seed, (high, low) in enumerate(((1000.0, 900.0), (1200.0, 1000.0), (1100.0, 1100.0))):
+        fake_run(root / f"dt-s{seed}", "dt", seed, [high, low], targets=(3600.0, 1800.0),
+                 curve=[(10, 500.0 + seed), (20, high)])
+    for seed, (high, low) in enumerate(((2000.0, 1000.0), (2200.0, 1200.0))):
+        fake_run(root / f"mamba-s{seed}", "mamba", seed, [high, low], targets=(3600.0, 1800.0),
+                 sweep={900.0: 800.0, 3600.0: high} if seed == 0 else None)
+    fake_run(root / "mamba-s2", "mamba", 2, [], evaluated=False)
+    fake_run(root / "dt-lowlr-s0", "dt", 0, [500.0], lr=1e-4)  # another experiment
+    for seed in (0, 1):
+        fake_run(root / f"mamba-full-s{seed}", "mamba", seed, [2500.0 + 100 * seed],
+                 context="full", batch_size=1)
+    (root / "ars-hopper").mkdir()  # not a train.py run: listed as skipped
     return tmp_path
 
 
-def test_report_tables_hold_seed_statistics_dataset_returns_and_figures(runs):
+def write(runs, **kw):
     out = runs / "REPORT.md"
-    cfg = report.ReportConfig(runs=tuple(sorted(str(p) for p in (runs / "runs").iterdir())),
-                              profile=(), out=str(out), figures=str(runs / "figures"))
+    cfg = report.ReportConfig(**{**dict(runs=tuple(sorted(str(p) for p in (
+        runs / "runs").iterdir())), profile=(), out=str(out), figures=str(runs / "figures")), **kw})
     report.write_report(cfg)
-    text = out.read_text()
-    # DT: seeds 1000 and 1200 -> 1100 +- 141 (ddof=1); Mamba at its own target: 2000, 2200
-    assert "| hopper | medium | DT | 20 | window | dt | 0,1 | 1100 ± 141 (ep. sd 10)" in text
-    assert "| Mamba | 20 | window | mamba | 0,1,2 (2 evaluated) | 2100 ± 141" in text
-    # a run with other settings is its own experiment, not a third seed, and says how it differs
-    assert "| DT | 20 | window | dt-lowlr | 0 | 500 (ep. sd 10) |" in text
-    assert "mamba (Mamba, window mode) vs dt-lowlr (DT, window mode): Mamba scores higher by " \
-           "49.2 normalised points" in text and "also differ in lr." in text
-    # the dataset's own mean and best return, with their normalised scores
-    assert "1500 (46.7)" in text and "3100 (95.9)" in text
-    assert "mamba (Mamba, window mode) vs dt (DT, window mode): Mamba scores higher by 30.7 " \
-           "normalised points (Mamba 65.1, DT 34.4); the difference is larger than the sum of " \
-           "the seed stds (8.7)." in text
-    for png in ("loss-hopper.png", "return-vs-target.png"):
+    return out.read_text(), cfg
+
+
+def test_welch_interval_verdict_and_the_budget_rule_by_hand():
+    # diff 3, each side variance 1/3 -> se sqrt(2/3), Welch df 4 -> t 2.776
+    lo, hi = report.welch_interval([1, 2, 3], [4, 5, 6])
+    assert lo == pytest.approx(3 - 2.776 * (2 / 3) ** 0.5) and hi == pytest.approx(
+        3 + 2.776 * (2 / 3) ** 0.5)
+    assert report.verdict((lo, hi)) == "Mamba better"
+    assert report.verdict(report.welch_interval([4, 5, 6], [1, 2, 3])) == "DT better"
+    assert report.verdict(report.welch_interval([1, 5], [2, 4])) == "no detectable difference"
+    assert report.welch_interval([1], [2, 3]) is None and report.verdict(None).startswith("too")
+    # best so far 3 at step 2, then three that do not beat it; a rising curve never settles
+    assert report.converged_step([(1, 1), (2, 3), (3, 2), (4, 3), (5, 1)]) == 2
+    assert report.converged_step([(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]) is None
+
+
+def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs):
+    text, cfg = write(runs, pilot=(str(runs / "runs" / "dt-s0"), str(runs / "runs" / "dt-s1")))
+    dt_high, mamba_high = [score(r) for r in (1000, 1200, 1100)], [score(r) for r in (2000, 2200)]
+    lo, hi = report.welch_interval(dt_high, mamba_high)
+    diff = np.mean(mamba_high) - np.mean(dt_high)  # +30.7, but with two Mamba seeds (Welch df
+    assert lo < 0 < hi  # about 1.4 -> t 12.7) the interval still holds 0
+    assert (f"| hopper | medium | 3600 | 1500 (46.7) / 3100 (95.9) | 34.4 ± 3.1 (n=3) | "
+            f"65.1 ± 4.3 (n=2) | {diff:+.1f} [{lo:+.1f}, {hi:+.1f}] | no detectable difference | "
+            "67.6 ± 1.0 / 65.1 ± 1.6 |") in text
+    # the lower target: DT 900/1000/1100, Mamba 1000/1200
+    lo, hi = report.welch_interval([score(r) for r in (900, 1000, 1100)],
+                                   [score(r) for r in (1000, 1200)])
+    assert f"| hopper | medium | 1800 |" in text and f"[{lo:+.1f}, {hi:+.1f}] | no detectable" in text
+    # every experiment at its own target; another lr is its own experiment, not a fourth seed
+    assert "| hopper | medium | DT | K=20 | dt | 0,1,2 | 1100 ± 100 (ep. sd 10)" in text
+    assert "| Mamba | K=20 | mamba | 0,1,2 (2 evaluated) | 2100 ± 141" in text
+    assert "| DT | K=20 | dt-lowlr | 0 | 500 (ep. sd 10) |" in text
+    # whole episodes vs K=20: Mamba full 2500/2600 against DT and Mamba K=20
+    full = [score(2500), score(2600)]
+    lo, hi = report.welch_interval(dt_high, full)
+    assert f"| hopper | 34.4 ± 3.1 (n=3) | 65.1 ± 4.3 (n=2) | {np.mean(full):.1f} ± " in text
+    assert f"[{lo:+.1f}, {hi:+.1f}]: whole episodes better" in text
+    # the pilot: curves settle only after three evaluations that do not improve (these have two)
+    assert "| dt-s0 | 100 | 10: 500, 20: 1000 | never |" in text
+    assert "a curve never settled, so no budget follows" in text
+    for png in ("loss-hopper.png", "eval-hopper.png", "return-vs-target.png", "pilot.png"):
         assert (runs / "figures" / png).stat().st_size > 0
-    assert "figures/loss-hopper.png" in text
-    assert "Targets evaluated: 2000, 3600." in text
+        assert f"figures/{png}" in text
+    assert "Targets evaluated: 900, 1800, 3600" in text  # mamba-s0's sweep, the others' eval.json
     assert "skipped " + str(runs / "runs" / "ars-hopper") in text
     assert "mamba-s2 has no eval.json" in text
     assert "GPU runtime and memory figures are owed" in text
     assert "python train.py --model dt --env hopper --dataset medium --steps 20" in text
     assert ("python evaluate.py " + str(runs / "runs" / "mamba-s0") +
-            " --episodes 2 --seed 10000 --mode window --target 3600.0 2000.0") in text
-    assert "python evaluate.py " + str(runs / "runs" / "dt-s0") not in text  # train.py wrote it
+            " --episodes 2 --seed 10000 --mode window --target 3600 1800") in text
+    assert ("--target 900 3600 --out " + str(runs / "runs" / "mamba-s0" / "targets.json")) in text
+    assert "python evaluate.py " + str(runs / "runs" / "dt-lowlr-s0") not in text  # train.py's
     assert "python report.py " + " ".join(cfg.runs) in text
+    assert "DT: 1 pre-LayerNorm GPT blocks" in text and "DT parameters without" in text
 
 
 def test_report_includes_a_profile_result(runs, tmp_path):

@@ -1,0 +1,68 @@
+"""experiments.sh: the job list, and one job's steps, run with a stand-in for python that records
+its calls and writes the files train.py and evaluate.py would (no training here)."""
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+echo "$*" >> calls.log
+out=""; prev=""
+for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
+case $1 in
+  train.py) mkdir -p "$out"; for f in config.json metrics.jsonl ckpt.pt; do echo x > "$out/$f"; done ;;
+  evaluate.py) if [ -n "$out" ]; then echo sweep > "$out"; else echo e > "$2/eval.json"; fi ;;
+esac
+"""
+
+
+def jobs():
+    lines = subprocess.run(["bash", "experiments.sh", "jobs"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    return lines
+
+
+def test_job_list_covers_every_cell_with_three_seeds_and_the_whole_episode_runs():
+    lines = jobs()
+    assert all(line.startswith("bash experiments.sh one ") for line in lines)
+    names = [line.split()[3] for line in lines]
+    assert len(names) == len(set(names)) == 3 * 3 * 2 * 3 + 3 * 3
+    for env in ("hopper", "halfcheetah", "walker2d"):
+        for dataset in ("medium", "medium-replay", "medium-expert"):
+            for model in ("dt", "mamba"):
+                assert {f"{model}-{env}-{dataset}-s{s}" for s in (0, 1, 2)} <= set(names)
+        full = [line for line in lines if f"mamba-{env}-medium-full-" in line]
+        assert len(full) == 3 and all("--context full" in line for line in full)
+
+
+def test_one_job_trains_evaluates_sweeps_copies_records_resumes_and_skips(tmp_path):
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    line = next(line for line in jobs() if " dt-walker2d-medium-s0 " in line)
+
+    def run_line():
+        return subprocess.run(["bash", "-c", line], cwd=tmp_path, capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}, check=True)
+
+    run_line()
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("train.py --preset report --out runs/report/dt-walker2d-medium-s0 "
+                               "--model dt --env walker2d --dataset medium --seed 0")
+    assert "--resume" not in calls[0]
+    assert calls[1] == ("evaluate.py runs/report/dt-walker2d-medium-s0 --episodes 100 "
+                        "--target 5000 2500")
+    assert calls[2].startswith("evaluate.py runs/report/dt-walker2d-medium-s0 --episodes 20 "
+                               "--out runs/report/dt-walker2d-medium-s0/targets.json --target "
+                               "500 1250 2500 3750 5000 6250")
+    record = tmp_path / "results/report-runs/dt-walker2d-medium-s0"
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "eval.json",
+                                                        "metrics.jsonl", "targets.json"]
+    # finished: skipped without a call; records gone but a checkpoint there: resumed
+    assert "finished" in run_line().stdout and len((tmp_path / "calls.log").read_text()
+                                                   .splitlines()) == 3
+    shutil.rmtree(record)
+    run_line()
+    assert (tmp_path / "calls.log").read_text().splitlines()[3].endswith("--resume")
