@@ -2,7 +2,9 @@
 # The comparison behind REPORT.md as a list of independent jobs, one shell command per line:
 # {hopper, halfcheetah, walker2d} x {medium, medium-replay, medium-expert} x {dt, mamba} x seeds,
 # all with `train.py --preset report`, then the Decision Mamba trained on whole episodes
-# (`--context full`, acting recurrently) on each env's medium data.
+# (`--context full`, acting recurrently) on each env's medium data, one episode per batch: about
+# the env steps of a K=20 batch of 32 windows (640), since the medium episodes average 740 or
+# fewer steps.
 #
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
@@ -29,10 +31,10 @@ export OMP_NUM_THREADS=1
 declare -A HIGH=([hopper]=3600 [halfcheetah]=12000 [walker2d]=5000)  # the DT paper's targets
 declare -A LOW=([hopper]=1800 [halfcheetah]=6000 [walker2d]=2500)
 
-jobs() {
-  for seed in $SEEDS; do
+jobs() {  # dataset by dataset, all seeds of a cell together: a partial sweep has whole cells
+  for dataset in medium medium-replay medium-expert; do
     for env in hopper halfcheetah walker2d; do
-      for dataset in medium medium-replay medium-expert; do
+      for seed in $SEEDS; do
         for model in dt mamba; do
           echo "bash experiments.sh one $model-$env-$dataset-s$seed --model $model --env $env --dataset $dataset --seed $seed"
         done
@@ -41,7 +43,7 @@ jobs() {
   done
   for seed in $SEEDS; do
     for env in hopper halfcheetah walker2d; do
-      echo "bash experiments.sh one mamba-$env-medium-full-s$seed --model mamba --env $env --dataset medium --seed $seed --context full --batch-size 2"
+      echo "bash experiments.sh one mamba-$env-medium-full-s$seed --model mamba --env $env --dataset medium --seed $seed --context full --batch-size 1"
     done
   done
 }
@@ -82,5 +84,5 @@ case ${1:-} in
   jobs) jobs ;;
   one) shift; one "$@" ;;
   run) jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,/^set -e/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -89,7 +89,8 @@ class Run:
     path: Path
     config: dict                      # config.json as written by train.py
     losses: list                      # [(step, training loss)] from metrics.jsonl
-    curve: list                       # [(step, mean return)] of the periodic evaluations
+    curve: list                       # [(step, mean return, its standard error)] of the
+    #                                   periodic evaluations
     evals: list                       # evaluate() results from eval.json (one per target)
     eval_config: dict                 # eval.json's "config"
     step: int                         # the step eval.json's checkpoint was at (None: no eval)
@@ -162,7 +163,7 @@ def load_run(path):
             if "loss" in record:
                 losses.append((record["step"], record["loss"]))
             elif isinstance(record.get("eval"), dict) and "return_mean" in record["eval"]:
-                curve.append((record["step"], record["eval"]["return_mean"]))
+                curve.append(curve_point(record))
     evaluation, sweep = (read_json(path / name) for name in ("eval.json", "targets.json"))
     results = [] if not isinstance(evaluation, dict) else evaluation.get("results", [])
     if not isinstance(results, list):  # not evaluate.py's: the run is listed without a score
@@ -207,14 +208,23 @@ def verdict(interval, better="Mamba", worse="DT"):
             else "no detectable difference")
 
 
+def curve_point(record):
+    """A metrics.jsonl evaluation record -> (step, mean return, standard error of that mean)."""
+    e = record["eval"]
+    return (record["step"], e["return_mean"],
+            e.get("return_std", 0.0) / math.sqrt(max(1, e.get("episodes", 1))))
+
+
 def converged_step(curve, patience=PATIENCE):
     """The first evaluation step after which `patience` evaluations in a row do not beat the
-    best mean return seen so far (None if the curve never settles)."""
+    best mean return so far, where beating means exceeding it by more than the later
+    evaluation's own standard error (None if the curve never settles). curve: [(step, mean,
+    standard error)]."""
     best = -math.inf
-    for i, (step, value) in enumerate(curve):
+    for i, (step, value, _) in enumerate(curve):
         best = max(best, value)
-        later = [v for _, v in curve[i + 1:i + 1 + patience]]
-        if len(later) == patience and max(later) <= best:
+        later = curve[i + 1:i + 1 + patience]
+        if len(later) == patience and all(v <= best + se for _, v, se in later):
             return step
     return None
 
@@ -336,7 +346,7 @@ def pilot_table(runs):
              "|---|---|---|---|"]
     for run in sorted(runs, key=lambda r: (r.train["env"], r.model)):
         params = run.config.get("parameters", {}).get("without_timestep_table", "?")
-        points = ", ".join(f"{s}: {v:.0f}" for s, v in run.curve)
+        points = ", ".join(f"{s}: {v:.0f}" for s, v, _ in run.curve)
         settled = converged_step(run.curve)
         lines.append(f"| {run.path.name} | {params} | {points} | "
                      f"{settled if settled is not None else 'never'} |")
@@ -356,6 +366,10 @@ def save_png(fig, path):
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     _pyplot().close(fig)
+
+
+def curve_of(run):
+    return [(step, value) for step, value, _ in run.curve]
 
 
 def plot_bands(runs, panel, series, ylabel, path, log=False):
@@ -562,7 +576,7 @@ def write_report(cfg: ReportConfig) -> Path:
                 "on the medium data, at each run's own target:", ""] + whole
     if pilot:
         png = figures / "pilot.png"
-        plot_bands(pilot, lambda r: f"{r.train['env']} / {r.dataset}", lambda r: r.curve,
+        plot_bands(pilot, lambda r: f"{r.train['env']} / {r.dataset}", curve_of,
                    "mean return (periodic evaluation)", png)
         settled = [converged_step(r.curve) for r in pilot]
         budget = (f"the budget is the latest of these, {max(settled)} steps" if all(
@@ -571,7 +585,8 @@ def write_report(cfg: ReportConfig) -> Path:
                 f"One seed per model on each env's medium data, evaluated every "
                 f"{pilot[0].train.get('eval_every')} steps on {pilot[0].train.get('eval_episodes')}"
                 f" episodes. A curve settles at the first evaluation after which {PATIENCE} in a "
-                f"row do not beat the best mean return so far; {budget}.", ""]
+                f"row do not beat the best mean return so far by more than their standard error "
+                f"(std over episodes / sqrt(episodes)); {budget}.", ""]
         doc += pilot_table(pilot) + ["", f"![pilot]({rel(png)})"]
     doc += ["", "## Training loss and evaluation return vs step", "",
             "Mean over seeds (line) and the range over seeds (band). The evaluation curves are "
@@ -585,7 +600,7 @@ def write_report(cfg: ReportConfig) -> Path:
         if any(r.curve for r in env_runs):
             png = figures / f"eval-{env}.png"
             plot_bands([r for r in env_runs if r.curve], lambda r: f"{env} / {r.dataset}",
-                       lambda r: r.curve, "mean return (periodic evaluation)", png)
+                       curve_of, "mean return (periodic evaluation)", png)
             doc.append(f"![evaluation return, {env}]({rel(png)})")
     doc += ["", "## Return conditioning: achieved vs target return", ""]
     if any(r.evals or r.sweep for r in runs):

@@ -43,7 +43,7 @@ from cli import atomic_write, given_flags, option, write_json
 from collect import resolve_dataset
 from data import ENVS, LEVELS, DataError, TrajectoryDataset, check_fits_env, load_trajectories, \
     normalized_score
-from dt import DecisionConfig, DecisionModel, ModelError
+from dt import DecisionConfig, DecisionModel, ModelError, count_parameters
 from evaluate import EVAL_SEED, TARGET_RETURNS, EvalError, evaluate, resolve_device, \
     resolve_mode, summary_line
 from ssm import default_scan_backend
@@ -100,12 +100,19 @@ class TrainConfig:
                                "still win)", type=str)
 
 
+REPORT_STEPS = 4000  # the pilot's budget (REPORT.md, "The pilot that chose the step budget")
+
 # The Decision Transformer paper's settings (Chen et al. 2021, appendix): 100k steps, batch 64,
 # lr 1e-4, weight decay 1e-4, 10k warmup, clip 0.25, K 20, returns / 1000, 3 blocks of width 128.
 PRESETS = {"paper": dict(steps=100_000, batch_size=64, lr=1e-4, weight_decay=1e-4,
                          warmup_steps=10_000, grad_clip=0.25, context="20", return_scale=1000.0,
                          d_model=128, n_layer=3, mamba_n_layer=5, n_head=1, dropout=0.1,
-                         eval_every=10_000, eval_episodes=100, save_every=5000)}
+                         eval_every=10_000, eval_episodes=100, save_every=5000),
+           # REPORT.md's runs: the default small models, trained for the step budget that the
+           # pilot chose (REPORT.md, "The pilot"), evaluated on 20 episodes every 1000 steps for
+           # the curves; experiments.sh then scores the last checkpoint on 100 episodes at the DT
+           # paper's two targets (python evaluate.py RUN --episodes 100 --target HIGH LOW).
+           "report": dict(steps=REPORT_STEPS, eval_every=1000, eval_episodes=20, save_every=1000)}
 # Settings a resumed run may change; any other difference would not continue the same run.
 # Settings that runs saved before they existed had, so that such runs still resume.
 OLD_RUN_DEFAULTS = {"activation": "gelu"}
@@ -408,6 +415,8 @@ def write_run_config(run: Run) -> dict:
     saving_to(run.run_dir, lambda: write_json(run.run_dir / "config.json", {
         "train": asdict(run.cfg), "model": asdict(run.model_cfg), "eval_mode": run.eval_mode,
         "target_return": run.target, "device": str(run.device),
+        "parameters": {"without_timestep_table": count_parameters(run.model),
+                       "all": count_parameters(run.model, exclude_timestep=False)},
         # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
         "scan_backend": (default_scan_backend(run.device, run.model_cfg.d_state)
                          if run.model_cfg.backbone == "mamba" else None),

@@ -96,8 +96,13 @@ def test_welch_interval_verdict_and_the_budget_rule_by_hand():
     assert report.verdict(report.welch_interval([1, 5], [2, 4])) == "no detectable difference"
     assert report.welch_interval([1], [2, 3]) is None and report.verdict(None).startswith("too")
     # best so far 3 at step 2, then three that do not beat it; a rising curve never settles
-    assert report.converged_step([(1, 1), (2, 3), (3, 2), (4, 3), (5, 1)]) == 2
-    assert report.converged_step([(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]) is None
+    assert report.converged_step([(1, 1, 0), (2, 3, 0), (3, 2, 0), (4, 3, 0), (5, 1, 0)]) == 2
+    rising = [(1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 4, 0), (5, 5, 0)]
+    assert report.converged_step(rising) is None
+    # a rise within the later evaluation's standard error is not an improvement
+    creeping = [(1, 1), (2, 3), (3, 4), (4, 4.4), (5, 4.2)]
+    assert report.converged_step([(s, v, 0) for s, v in creeping]) is None
+    assert report.converged_step([(s, v, 1.5) for s, v in creeping]) == 2
 
 
 def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs):

@@ -191,6 +191,14 @@ def test_paper_preset_sets_the_dt_paper_settings_and_explicit_flags_win():
     assert train.default_out(vars(cfg)) == "runs/mamba-hopper-medium-paper-s0"
 
 
+def test_report_preset_keeps_the_default_models_and_sets_the_pilots_budget():
+    cfg, default = train.parse_config(["--preset", "report"]), train.TrainConfig()
+    assert cfg.steps == train.REPORT_STEPS > default.steps
+    assert (cfg.eval_every, cfg.save_every) == (1000, 1000)
+    assert (cfg.d_model, cfg.n_layer, cfg.mamba_n_layer, cfg.lr, cfg.batch_size) == (
+        default.d_model, default.n_layer, default.mamba_n_layer, default.lr, default.batch_size)
+
+
 def error_of(main, argv, capsys):
     """The message a CLI exits with: one line starting 'error:', no traceback."""
     with pytest.raises(SystemExit) as exit_info:
@@ -207,7 +215,7 @@ def error_of(main, argv, capsys):
                              "medium-replay, expert, medium-expert."),
     (["--model", "gpt"], "unknown model 'gpt': choose one of dt, mamba."),
     (["--context", "zero"], "--context must be a positive number of steps or 'full'"),
-    (["--preset", "huge"], "unknown preset 'huge': choose one of paper."),
+    (["--preset", "huge"], "unknown preset 'huge': choose one of paper, report."),
 ])
 def test_unknown_choices_are_one_sentence_listing_the_choices(argv, expected, capsys):
     assert expected in error_of(train.main, argv, capsys)
