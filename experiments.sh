@@ -6,6 +6,9 @@
 # the env steps of a K=20 batch of 32 windows (640), since the medium episodes average 740 or
 # fewer steps.
 #
+#   bash experiments.sh pilot           the pilot that chose the step budget of --preset report:
+#                                       both models on each env's medium data, seed 0, 10k steps,
+#                                       20-episode evaluations every 1k (records: results/pilot/)
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
@@ -80,8 +83,20 @@ flag() {  # flag NAME ARGS...: the value after NAME in ARGS (fails if absent)
   return 1
 }
 
+pilot() {  # report.py --pilot applies the budget rule; a run may be stopped (Ctrl-C) once its
+  # curve has settled: later evaluations cannot move the step at which it settled
+  for env in hopper halfcheetah walker2d; do for model in mamba dt; do
+    echo "$model $env"
+  done; done | xargs -P 2 -L 1 sh -c 'run=runs/pilot/$0-$1-medium-s0
+    '"$PYTHON"' train.py --model $0 --env $1 --dataset medium --seed 0 --steps 10000 \
+      --eval-every 1000 --eval-episodes 20 --save-every 1000 --out $run $([ -f $run/ckpt.pt ] \
+      && echo --resume) > logs/pilot-$0-$1.log 2>&1
+    mkdir -p results/pilot/$0-$1-medium-s0 && cp $run/config.json $run/metrics.jsonl results/pilot/$0-$1-medium-s0/'
+}
+
 case ${1:-} in
   jobs) jobs ;;
+  pilot) mkdir -p logs; pilot ;;
   one) shift; one "$@" ;;
   run) jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
   *) sed -n '2,/^set -e/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;

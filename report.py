@@ -372,9 +372,10 @@ def curve_of(run):
     return [(step, value) for step, value, _ in run.curve]
 
 
-def plot_bands(runs, panel, series, ylabel, path, log=False):
+def plot_bands(runs, panel, series, ylabel, path, log=False, data_mean=False):
     """One panel per value of panel(run); per model and variant, the mean over seeds of
-    series(run) -> [(step, value)] and the range (min to max) over seeds as a band."""
+    series(run) -> [(step, value)] and the range (min to max) over seeds as a band; with
+    data_mean, the dataset's mean return as a dotted line."""
     plt = _pyplot()
     panels = sorted({panel(r) for r in runs})
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
@@ -388,11 +389,14 @@ def plot_bands(runs, panel, series, ylabel, path, log=False):
             values = [by_step[s] for s in steps]
             seeds = max(len(v) for v in values)
             ax.plot(steps, [np.mean(v) for v in values], color=COLORS.get(model),
-                    ls="-" if variant == "K=20" else "--",
+                    ls="-" if variant == "K=20" else "--", marker="." if len(steps) < 30 else None,
                     label=f"{MODEL_NAMES.get(model, model)} {variant} ({seeds} seed"
                           f"{'s' if seeds > 1 else ''})")
             ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
                             color=COLORS.get(model), alpha=0.2)
+        data = next(r.config.get("data", {}) for r in runs if panel(r) == name)
+        if data_mean and "return_mean" in data:
+            ax.axhline(data["return_mean"], color="grey", ls=":", label="dataset mean")
         ax.set(xlabel="optimiser step", ylabel=ylabel, title=name, yscale="log" if log else "linear")
         ax.legend(fontsize=7)
     save_png(fig, path)
@@ -577,7 +581,7 @@ def write_report(cfg: ReportConfig) -> Path:
     if pilot:
         png = figures / "pilot.png"
         plot_bands(pilot, lambda r: f"{r.train['env']} / {r.dataset}", curve_of,
-                   "mean return (periodic evaluation)", png)
+                   "mean return (periodic evaluation)", png, data_mean=True)
         settled = [converged_step(r.curve) for r in pilot]
         budget = (f"the budget is the latest of these, {max(settled)} steps" if all(
             s is not None for s in settled) else "a curve never settled, so no budget follows")
@@ -600,7 +604,7 @@ def write_report(cfg: ReportConfig) -> Path:
         if any(r.curve for r in env_runs):
             png = figures / f"eval-{env}.png"
             plot_bands([r for r in env_runs if r.curve], lambda r: f"{env} / {r.dataset}",
-                       curve_of, "mean return (periodic evaluation)", png)
+                       curve_of, "mean return (periodic evaluation)", png, data_mean=True)
             doc.append(f"![evaluation return, {env}]({rel(png)})")
     doc += ["", "## Return conditioning: achieved vs target return", ""]
     if any(r.evals or r.sweep for r in runs):

@@ -66,3 +66,19 @@ def test_one_job_trains_evaluates_sweeps_copies_records_resumes_and_skips(tmp_pa
     shutil.rmtree(record)
     run_line()
     assert (tmp_path / "calls.log").read_text().splitlines()[3].endswith("--resume")
+
+
+def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(tmp_path):
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    subprocess.run(["bash", "experiments.sh", "pilot"], cwd=tmp_path, check=True,
+                   env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}, capture_output=True)
+    calls = sorted((tmp_path / "calls.log").read_text().splitlines())
+    assert len(calls) == 6 and all("--steps 10000 --eval-every 1000 --eval-episodes 20" in c
+                                   for c in calls)
+    for env in ("hopper", "halfcheetah", "walker2d"):
+        for model in ("dt", "mamba"):
+            record = tmp_path / f"results/pilot/{model}-{env}-medium-s0"
+            assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
