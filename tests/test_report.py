@@ -136,6 +136,8 @@ def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs)
     assert "Targets evaluated: 900, 1800, 3600" in text  # mamba-s0's sweep, the others' eval.json
     assert "skipped " + str(runs / "runs" / "ars-hopper") in text
     assert "mamba-s2 has no eval.json" in text
+    assert "hopper / medium, Mamba K=20: 2 evaluated seed(s) of the 3 a comparison needs." in text
+    assert "hopper / medium, DT K=20:" not in text
     assert "GPU runtime and memory figures are owed" in text
     assert "python train.py --model dt --env hopper --dataset medium --steps 20" in text
     assert ("python evaluate.py " + str(runs / "runs" / "mamba-s0") +
