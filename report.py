@@ -467,10 +467,21 @@ def eval_command(run, config, out=None):
     return shlex.join(parts + (["--out", out] if out else []))
 
 
+def shell_paths(paths):
+    """Paths for a command line: 'folder/*' when they are exactly the entries of one folder."""
+    parents = {Path(p).parent for p in paths}
+    if len(parents) == 1 and len(paths) > 1:
+        parent = parents.pop()
+        if sorted(map(Path, paths)) == sorted(parent.iterdir()):
+            return [f"{shlex.quote(str(parent))}/*"]
+    return [shlex.quote(str(p)) for p in paths]
+
+
 def report_command(cfg: ReportConfig):
-    return shlex.join(["python", "report.py", *cfg.runs, *(["--pilot", *cfg.pilot]
-                       if cfg.pilot else []), *(["--profile", *cfg.profile] if cfg.profile
-                       else []), "--out", cfg.out, "--figures", cfg.figures])
+    return " ".join(["python", "report.py", *shell_paths(cfg.runs), *(
+        ["--pilot", *shell_paths(cfg.pilot)] if cfg.pilot else []), *(
+        ["--profile", *shell_paths(cfg.profile)] if cfg.profile else []),
+        "--out", shlex.quote(cfg.out), "--figures", shlex.quote(cfg.figures)])
 
 
 def scan_label(run):
@@ -529,9 +540,9 @@ def models_paragraph(runs):
     say = []
     if dt:
         t = dt.train
+        act = "ReLU, as the DT paper's code" if t.get("activation") == "relu" else "GELU"
         say.append(f"DT: {t['n_layer']} pre-LayerNorm GPT blocks of width {t['d_model']} (causal "
-                   f"self-attention, {t['n_head']} head(s); MLP 4x wide with "
-                   f"{t.get('activation', 'gelu').upper()}, as the DT paper's code)")
+                   f"self-attention, {t['n_head']} head(s); MLP 4x wide with {act})")
     if mamba:
         t = mamba.train
         say.append(f"Mamba: {t['mamba_n_layer']} residual blocks x + Mamba(RMSNorm(x)) of width "

@@ -144,7 +144,9 @@ def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs)
             " --episodes 2 --seed 10000 --mode window --target 3600 1800") in text
     assert ("--target 900 3600 --out " + str(runs / "runs" / "mamba-s0" / "targets.json")) in text
     assert "python evaluate.py " + str(runs / "runs" / "dt-lowlr-s0") not in text  # train.py's
-    assert "python report.py " + " ".join(cfg.runs) in text
+    # every folder of runs/: the command says runs/*; a pilot of two of them names both
+    assert (f"python report.py {runs / 'runs'}/* --pilot {runs / 'runs' / 'dt-s0'} "
+            f"{runs / 'runs' / 'dt-s1'} --out") in text
     assert "DT: 1 pre-LayerNorm GPT blocks" in text and "DT parameters without" in text
 
 
