@@ -412,15 +412,18 @@ def plot_bands(runs, panel, series, ylabel, path, log=False, data_mean=False):
 
 
 def plot_targets(runs, path):
-    """Achieved vs target return per env (a sweep's targets.json where there is one, else
-    eval.json), mean over seeds +- std per model and dataset; the diagonal; dataset means."""
+    """Achieved vs target return per env (the runs' target sweeps, targets.json, where the env
+    has any, else eval.json), mean over seeds +- std per model and dataset; the diagonal; the
+    datasets' mean returns."""
     plt = _pyplot()
     envs = sorted({r.train["env"] for r in runs if r.sweep or r.evals})
     fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4.5), squeeze=False)
     for ax, env in zip(axes[0], envs):
         curves = defaultdict(lambda: defaultdict(list))  # (model, dataset, variant) -> target -> []
-        for run in (r for r in runs if r.train["env"] == env):
-            for res in run.sweep or run.evals:
+        env_runs = [r for r in runs if r.train["env"] == env]
+        swept = any(r.sweep for r in env_runs)  # then only the sweeps: one source per panel
+        for run in env_runs:
+            for res in run.sweep if swept else run.evals:
                 curves[run.model, run.dataset, run.variant][res["target_return"]].append(
                     res["return_mean"])
         for (model, dataset, variant), seed_means in sorted(curves.items()):
@@ -629,8 +632,8 @@ def write_report(cfg: ReportConfig) -> Path:
         png = figures / "return-vs-target.png"
         plot_targets(runs, png)
         targets = sorted({res["target_return"] for r in runs for res in r.sweep or r.evals})
-        doc += [f"Targets evaluated: {', '.join(f'{t:g}' for t in targets)} (a run's target "
-                "sweep where it has one, else its eval.json). Points on the diagonal mean the "
+        doc += [f"Targets evaluated: {', '.join(f'{t:g}' for t in targets)} (the runs' target "
+                "sweeps, targets.json, where an env has any; else eval.json). Points on the diagonal mean the "
                 "model achieves the return it is asked for; a flat line means the target is "
                 "ignored.", "", f"![achieved vs target]({rel(png)})"]
     else:
