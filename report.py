@@ -671,12 +671,18 @@ def settings_section(runs, skipped, profiled, cfg, profiles):
     missing += [f"{r.path} has no eval.json (evaluate it: python evaluate.py {r.path})"
                 for r in runs if not r.evals]
     found = experiments(groups_of(runs))
-    for env, dataset in sorted({(e, d) for e, d, _, v in found if v == "K=20"}):
+    cells = {(e, d) for e, d, _, v in found if v == "K=20"} | set(D4RL_DT)  # the DT paper's 9
+    for env, dataset in sorted(cells):
         for model in MODEL_NAMES:
             n = len(scores(found.get((env, dataset, model, "K=20"), [])))
             if n < MIN_SEEDS:
                 missing.append(f"{env} / {dataset}, {MODEL_NAMES[model]} K=20: {n} evaluated "
                                f"seed(s) of the {MIN_SEEDS} a comparison needs.")
+    for env in sorted({env for env, _ in D4RL_DT}):
+        n = len(scores(found.get((env, "medium", "mamba", "K=full, recurrent"), [])))
+        if n < MIN_SEEDS:
+            missing.append(f"{env} / medium, Mamba on whole episodes (--context full, "
+                           f"recurrent): {n} evaluated seed(s) of {MIN_SEEDS}.")
     for run in runs:
         cut = run.eval_config.get("max_episode_steps", run.train.get("max_episode_steps"))
         if cut and run.evals:

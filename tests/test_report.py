@@ -138,6 +138,10 @@ def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs)
     assert "mamba-s2 has no eval.json" in text
     assert "hopper / medium, Mamba K=20: 2 evaluated seed(s) of the 3 a comparison needs." in text
     assert "hopper / medium, DT K=20:" not in text
+    # the DT paper's other eight cells have no runs here; hopper's whole-episode Mamba has two
+    assert "walker2d / medium-expert, DT K=20: 0 evaluated seed(s) of the 3" in text
+    assert "hopper / medium, Mamba on whole episodes (--context full, recurrent): 2 " in text
+    assert "halfcheetah / medium, Mamba on whole episodes (--context full, recurrent): 0 " in text
     assert "GPU runtime and memory figures are owed" in text
     assert "python train.py --model dt --env hopper --dataset medium --steps 20" in text
     assert ("python evaluate.py " + str(runs / "runs" / "mamba-s0") +
