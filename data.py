@@ -43,6 +43,7 @@ from cli import atomic_write, option, parse_config
 
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+MAX_EPISODE_STEPS = 1000  # the envs' time limit: no episode is longer
 # (random, expert) returns of D4RL's reference policies, for normalised scores
 REF_RETURNS = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0),
                "walker2d": (1.629008, 4592.3)}
@@ -276,7 +277,7 @@ class TrajectoryDataset:
     """Trajectories as concatenated arrays (normalised states, scaled return-to-go) that sample()
     cuts into padded windows of K steps with one vectorised gather, no loop per window."""
 
-    def __init__(self, trajectories, context_len: int | None = 20, max_ep_len=1000,
+    def __init__(self, trajectories, context_len: int | None = 20, max_ep_len=MAX_EPISODE_STEPS,
                  return_scale=1000.0, state_mean=None, state_std=None):
         if not trajectories:
             raise DataError(f"the dataset has no trajectories; make one with `{MAKE_DATASET}`.")

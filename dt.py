@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from ssm import SCAN_BACKENDS, MambaBackbone
 
 BACKBONES = ("gpt", "mamba")
+MODELS = {"dt": "gpt", "mamba": "mamba"}  # the scripts' --model name -> DecisionConfig.backbone
 # The GPT's MLP activation (DecisionConfig.activation). ReLU by default, as the Decision
 # Transformer's official code built its GPT (activation_function='relu' in gym/experiment.py);
-# "gelu" is exact (erf) GELU, which torch's CPU build runs 2.7-3.9x faster than GPT-2's tanh
-# approximation (python benchmarks/bench_cpu_ops.py).
+# "gelu" is exact (erf) GELU, cheaper on the CPU than GPT-2's tanh approximation
+# (python benchmarks/bench_cpu_ops.py; results/bench-cpu-ops-*.json).
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 

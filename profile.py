@@ -12,10 +12,10 @@ Both models at dt.DecisionConfig's defaults (matched parameter counts), HalfChee
 Writes profile-<device>.json, .md, -latency.png, -memory.png into --out: results/, or
 runs/profile-quick/ for --quick (never committed files). report.py embeds the .md and plots.
 
-`time_cases` is the project's one timing harness (benchmarks/ loads it from here): warm-up, then
-the cases timed in turns so that other processes on a shared CPU disturb them alike; median,
-quartiles, min/max in ms, and CPU time. CUDA: triton.testing.do_bench (CUDA events without
-triton).
+Where the pieces live: timing.py holds the project's one timing harness (`time_cases`, also
+used by benchmarks/), the memory probes and the cases timed (a model's action, a training step,
+the scan); render.py draws the markdown and the plots; this file runs the sweeps, judges the
+performance targets and writes the files.
 
 Run: python profile.py [--quick] [--out DIR] [--device auto]   (--help lists every option)
 
@@ -30,7 +30,6 @@ Glossary: B batch, K context in env steps, T = 3K tokens, L scan length, D scan 
 import contextlib
 import ctypes
 import dataclasses
-import functools
 import gc
 import importlib.util
 import itertools
@@ -44,16 +43,10 @@ import subprocess
 import sys
 import sysconfig
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from cli import atomic_write, flag_name, given_flags, option, write_json  # standard library only
-
-try:
-    import resource  # Unix only: peak RSS and the memory cap
-except ImportError:
-    resource = None
 
 if __name__ == "profile":  # imported in place of the standard library's profile: become it
     _spec = importlib.util.spec_from_file_location(
@@ -63,18 +56,19 @@ if __name__ == "profile":  # imported in place of the standard library's profile
 else:  # the profiler's own dependencies, never loaded while standing in for the stdlib module
     import numpy as np
     import torch
-    import torch.nn.functional as F
     from tqdm import tqdm
 
     import ssm
-    from dt import DecisionConfig, DecisionModel, count_parameters
+    from dt import MODELS, count_parameters
+    from render import LATENCY_MODES, profile_markdown, profile_plots
+    from timing import (_proc_status_mb, latency_call, make_model, memory_cap, oom_guard,
+                        out_of_memory_note, peak_rss_mb, ratio, reset_peak_rss,
+                        scan_backends, scan_bytes, scan_call, scan_fn, scan_inputs, time_cases,
+                        train_step_call, versions)
 
-MODELS = {"dt": "gpt", "mamba": "mamba"}  # model name -> DecisionConfig.backbone
-LATENCY_MODES = {("dt", "window"): "DT window", ("mamba", "window"): "Mamba window",
-                 ("mamba", "recurrent"): "Mamba recurrent"}
 SWEEPS = ("latency", "train", "compare", "scan")
 PEAK_TBPS = {"h200": 4.8, "h100": 3.35, "a100": 2.0}  # HBM peak by GPU name (SXM parts)
-# The issues' latency targets per batch: (name, numerator, denominator, test, threshold) on a ratio
+# The performance targets on latency, per batch: (name, numerator, denominator, test, threshold) on a ratio
 # of median times per env step; keys (model, mode, K), "lo" / "hi": the smallest / largest K.
 LATENCY_TARGETS = (
     ("recurrent flat", ("mamba", "recurrent", "hi"), ("mamba", "recurrent", "lo"), "<=", 1.3),
@@ -140,271 +134,6 @@ QUICK = dict(latency_contexts=(20, 100), latency_batches=(1,), train_contexts=(2
              budget_s=1.0)
 
 
-# ----------------------------------------------------------------------------- the timing harness
-
-def summary(seconds, cpu_seconds=()):
-    """Timed calls -> median, quartiles, min/max and count in ms (+ median CPU time)."""
-    ms = np.asarray(seconds) * 1e3
-    q25, median, q75 = np.percentile(ms, [25, 50, 75])
-    cpu = {"cpu_ms": float(np.median(cpu_seconds) * 1e3)} if len(cpu_seconds) else {}
-    return dict(median_ms=float(median), p25_ms=float(q25), p75_ms=float(q75), **cpu,
-                min_ms=float(ms.min()), max_ms=float(ms.max()), n=int(ms.size), status="ok")
-
-
-def clock(fn, cuda):
-    """(wall s, this process's CPU s) of one call; on CUDA the time between two CUDA events."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    if not cuda:
-        fn()
-        return time.perf_counter() - wall, time.process_time() - cpu
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3, time.process_time() - cpu
-
-
-def time_cases(cases, device="cpu", warmup=3, repeats=20, budget_s=math.inf, cap_s=math.inf,
-               rewarm=False):
-    """Time several cases in one process: {name: fn} -> {name: summary() or status "oom"}.
-
-    Round-robin: each round calls every unfinished case once. A case's warm-up ends after
-    `warmup` calls or budget_s, its timing after `repeats` calls or budget_s (one at least), or
-    at a call slower than cap_s. rewarm: an untimed call before each timed one (the case before
-    may have flushed the caches). CUDA with triton: each case through triton.testing.do_bench
-    (its 25 ms warm-up, then timed calls for 100 ms or budget_s, L2 flushed between calls). A
-    case that runs out of memory gets {"status": "oom", "note": ...}; other errors propagate."""
-    cuda, do_bench = torch.device(device).type == "cuda", None
-    if cuda:
-        with contextlib.suppress(ImportError):
-            from triton.testing import do_bench
-    if do_bench:
-        return {name: oom_guard(lambda: summary(np.asarray(do_bench(
-            fn, warmup=25, rep=min(100, 1e3 * budget_s), return_mode="all")) / 1e3))
-            for name, fn in cases.items()}
-    (warm, walls, cpus), done = ({n: [] for n in cases} for _ in range(3)), {}
-    while pending := [n for n in cases if n not in done]:
-        for name in pending:
-            try:
-                if rewarm:
-                    cases[name]()
-                wall, cpu = clock(cases[name], cuda)
-            except (RuntimeError, MemoryError) as e:
-                done[name] = dict(status="oom", note=out_of_memory_note(e))
-                continue
-            if len(warm[name]) < warmup and sum(warm[name]) < budget_s:
-                warm[name].append(wall)
-            else:
-                walls[name].append(wall)
-                cpus[name].append(cpu)
-            timed = walls[name]
-            if wall > cap_s or (timed and (len(timed) >= repeats or sum(timed) >= budget_s)):
-                done[name] = summary(timed or warm[name], cpus[name])
-    return {name: done[name] for name in cases}
-
-
-def oom_guard(measure):
-    try:
-        return measure()
-    except (RuntimeError, MemoryError) as e:
-        return dict(status="oom", note=out_of_memory_note(e))
-
-
-def out_of_memory_note(error):
-    """The first line of an out-of-memory error; any other error is raised again."""
-    message = str(error)
-    if not (isinstance(error, MemoryError) or "out of memory" in message.lower()
-            or "can't allocate memory" in message.lower()):
-        raise error
-    return message.splitlines()[0][:160] if message else "MemoryError"
-
-
-def ratio(a, b):
-    """a's median time over b's (time_cases statistics); None unless both were measured."""
-    return a["median_ms"] / b["median_ms"] if a["status"] == b["status"] == "ok" else None
-
-
-# ----------------------------------------------------------------------------- memory
-
-def _proc_status_mb(key):
-    """A field of /proc/self/status (VmRSS, VmData, ...) in MB on Linux, None elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
-    except (OSError, StopIteration):
-        return None
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process (since the last reset_peak_rss) in MB. Linux: VmHWM,
-    not ru_maxrss, which keeps the parent's peak across fork + exec and ignores the reset."""
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
-    return _proc_status_mb("VmHWM") or \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
-def reset_peak_rss():
-    """Linux: make the peak-RSS mark the current RSS. False where that is impossible."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-        return True
-    return False
-
-
-@contextlib.contextmanager
-def memory_cap(cfg, device):
-    """CPU allocations beyond cfg.memory_cap_gb more than the process's data now fail (Linux
-    RLIMIT_DATA): torch then raises "can't allocate memory", reported as out of memory. On the
-    way out, what the measurement left is collected (and CUDA's cache emptied)."""
-    data_mb = _proc_status_mb("VmData")
-    capped = device.type == "cpu" and resource is not None and data_mb is not None
-    if capped:
-        previous = resource.getrlimit(resource.RLIMIT_DATA)
-        limit = int((data_mb + cfg.memory_cap_gb * 1024) * 2**20)
-        if previous[1] != resource.RLIM_INFINITY:
-            limit = min(limit, previous[1])
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, previous[1]))
-    try:
-        yield
-    finally:
-        if capped:
-            resource.setrlimit(resource.RLIMIT_DATA, previous)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-
-# ----------------------------------------------------------------------------- what is timed
-
-def make_model(cfg, model, K, device, backend="auto"):
-    config = DecisionConfig(state_dim=cfg.state_dim, act_dim=cfg.act_dim, backbone=MODELS[model],
-                            context_len=K, scan_backend=backend)
-    return DecisionModel(config).to(device)
-
-
-def make_batch(cfg, B, K, device, generator):
-    """Random model inputs for B windows of K env steps (all real, no padding)."""
-    def randn(*shape):
-        return torch.randn(*shape, generator=generator).to(device)
-    return dict(states=randn(B, K, cfg.state_dim),                       # (B, K, obs)
-                actions=randn(B, K, cfg.act_dim).tanh(),                 # (B, K, act)
-                returns_to_go=randn(B, K, 1),                            # (B, K, 1)
-                timesteps=torch.arange(K, device=device).repeat(B, 1),   # (B, K)
-                mask=torch.ones(B, K, device=device))                    # (B, K)
-
-
-def latency_call(cfg, model_name, mode, K, B, device):
-    """-> a function doing one env step's model work at batch B with K env steps of history;
-    call it (and this) under torch.inference_mode()."""
-    model = make_model(cfg, model_name, K, device).eval()
-    batch = make_batch(cfg, B, K, device, torch.Generator().manual_seed(cfg.seed))
-    if mode == "window":  # re-encode the whole K-step window, read the newest action
-        return lambda: model(**batch, last_only=True)[0][:, -1]
-    cache, position = model.init_cache(B, device), 0
-
-    def env_step():  # R_t, s_t in -> a_t out; then a_t in
-        nonlocal cache, position
-        t = torch.full((B,), position, device=device)                    # (B,)
-        i = min(position, K - 1)
-        action, cache = model.step(batch["returns_to_go"][:, i], batch["states"][:, i], t, cache)
-        cache = model.step_action(action, t, cache)
-        position += 1
-    for _ in range(K):  # feed K env steps first: the timed steps are at position >= K
-        env_step()
-    return env_step
-
-
-def train_step_call(cfg, model_name, B, K, device, backend="auto"):
-    """-> one training step (forward, backward, clip, AdamW) of a fresh model on a scan backend."""
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model = make_model(cfg, model_name, K, device, backend).train()
-    optimizer = torch.optim.AdamW(model.optim_groups(1e-4), lr=1e-4)
-    batch = make_batch(cfg, B, K, device, generator)
-    targets = torch.rand(B, K, cfg.act_dim, generator=generator).to(device) * 2 - 1
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        _, loss = model(**batch, targets=targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        optimizer.step()
-    return train_step
-
-
-def scan_inputs(shape, device, dtype="float32", seed=0):
-    """Scan inputs (B, L, D, N) as MambaBlock passes them: activations in dtype (a name: no
-    torch at definition time, see the docstring); A (S4D-real), D and delta_bias (inverse
-    softplus of a dt in [1e-3, 0.1]) in fp32."""
-    B, L, D, N, dtype = *shape, getattr(torch, dtype)
-    g = torch.Generator().manual_seed(seed)
-    def rand(*size, scale=1.0):
-        return (torch.randn(*size, generator=g) * scale).to(device, dtype)
-    dt = torch.exp(torch.rand(D, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-    return dict(u=rand(B, L, D), delta=rand(B, L, D, scale=0.5), z=rand(B, L, D),  # (B, L, D)
-                B=rand(B, L, N), C=rand(B, L, N),                                  # (B, L, N)
-                A=-torch.arange(1, N + 1.0).repeat(D, 1).to(device),               # (D, N)
-                D=torch.ones(D, device=device),                                    # (D,)
-                delta_bias=(dt + torch.log(-torch.expm1(-dt))).to(device))         # (D,)
-
-
-def scan_ref_precomputed(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True):
-    """The reference loop in the official repository's layout: every exp(delta A) and
-    delta B u first, then a loop indexing them; autograd through that indexing gives each
-    step's slice a full-size gradient, which is what makes it slow."""
-    u, delta = u.float(), delta.float() + delta_bias
-    delta = F.softplus(delta) if delta_softplus else delta
-    decay = torch.exp(delta.unsqueeze(-1) * A)                           # (B, L, D, N)
-    drive = (delta * u).unsqueeze(-1) * B.float().unsqueeze(2)           # (B, L, D, N)
-    h, ys = u.new_zeros(decay[:, 0].shape), []
-    for t in range(u.shape[1]):
-        h = decay[:, t] * h + drive[:, t]                                # (B, D, N)
-        ys.append((h * C[:, t].float().unsqueeze(1)).sum(-1))            # (B, D)
-    return ((torch.stack(ys, 1) + u * D) * F.silu(z.float())).to(z.dtype)  # (B, L, D)
-
-
-def scan_fn(backend):
-    if backend == "ref-precomputed":
-        return scan_ref_precomputed
-    return functools.partial(ssm.selective_scan, backend=backend)
-
-
-def scan_call(scan, inputs, backward):
-    """-> one forward (no grad) or forward + backward call of scan(**inputs, softplus on)."""
-    leaves = {k: v.detach().clone().requires_grad_(backward) for k, v in inputs.items()}
-    dy = torch.randn_like(leaves["u"])
-
-    def run():
-        with torch.set_grad_enabled(backward):
-            y = scan(**leaves, delta_softplus=True)
-            if backward:
-                torch.autograd.grad(y, list(leaves.values()), dy)
-    return run
-
-
-def scan_bytes(shape, dtype, backward):
-    """Traffic a perfect kernel cannot avoid. Forward: u, delta, z read, y written, B, C read.
-    Forward + backward: also dy, u, delta, z read, du, ddelta, dz written, B, C read again, dB,
-    dC written. A, D, delta_bias are negligible."""
-    B, L, D, N = shape
-    n_bld, n_bln = (11, 6) if backward else (4, 2)
-    return (n_bld * B * L * D + n_bln * B * L * N) * torch.finfo(dtype).bits // 8
-
-
-def scan_backends(cfg, device):
-    """The scan paths to time: as asked, else the reference loop, the PyTorch scan and the
-    compiled one where it runs (the Triton kernel on CUDA, the C kernel on the CPU)."""
-    fast = "triton" if device.type == "cuda" else "c"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:  # a tiny call: C needs a compiler, Triton a GPU
-            scan_fn(fast)(**scan_inputs((1, 2, 2, 2), device))
-        except (ValueError, ImportError, RuntimeError):
-            fast = None
-    return list(cfg.scan_backends) or ["ref", "torch"] + ([fast] if fast else [])
-
-
 # ----------------------------------------------------------------------------- the sweeps
 
 def sweep_latency(cfg, device, bar):
@@ -414,7 +143,7 @@ def sweep_latency(cfg, device, bar):
     for B in cfg.latency_batches:
         keys = [(m, mode, K) for K in cfg.latency_contexts for m, mode in LATENCY_MODES]
         calls, stats = {}, {}
-        with torch.inference_mode(), memory_cap(cfg, device):
+        with torch.inference_mode(), memory_cap(cfg.memory_cap_gb, device):
             for key in keys:
                 try:
                     calls[key] = latency_call(cfg, *key, B, device)
@@ -447,7 +176,7 @@ def train_sweep_of(cfg, model_name, device, base_mb, emit):
         # Linux resets the peak-RSS mark per context; elsewhere the peak is over this and the
         # smaller contexts, the same thing while memory grows with K.
         peak_reset = device.type == "cuda" or reset_peak_rss()
-        with memory_cap(cfg, device):
+        with memory_cap(cfg.memory_cap_gb, device):
             row = oom_guard(lambda: measure(K))
         emit(dict(row, peak_reset=peak_reset))
         if row["status"] != "ok" or row["median_ms"] > 1e3 * cfg.time_cap_s:
@@ -521,7 +250,7 @@ def sweep_compare(cfg, device, backends, bar):
     cases = {("dt", None): train_step_call(cfg, "dt", B, K, device)}
     cases |= {("mamba", b): train_step_call(cfg, "mamba", B, K, device, b)
               for b in backends if not b.startswith("ref")}
-    with memory_cap(cfg, device):
+    with memory_cap(cfg.memory_cap_gb, device):
         stats = time_cases(cases, device, cfg.warmup, cfg.repeats, cfg.budget_s, cfg.time_cap_s)
     bar.update(len(cases))
     return [dict(s, model=m, scan_backend=b, batch=B, K=K, over_dt=ratio(s, stats["dt", None]))
@@ -538,7 +267,7 @@ def sweep_scan(cfg, device, backends, bar):
             y_torch = scan_fn("torch")(**inputs, delta_softplus=True).float()
         for backward in (False, True):
             calls = {b: scan_call(scan_fn(b), inputs, backward) for b in backends}
-            with memory_cap(cfg, device):
+            with memory_cap(cfg.memory_cap_gb, device):
                 stats = time_cases(calls, device, cfg.warmup, cfg.repeats, cfg.budget_s,
                                    cfg.time_cap_s)
             for b, s in stats.items():
@@ -570,7 +299,7 @@ def loglog_slope(points):
 
 
 def judge_targets(r):
-    """The issues' performance targets, judged only from what was measured here."""
+    """The project's performance targets, judged only from what was measured here."""
     ok = {(x["model"], x["mode"], x["K"], x["batch"]): x for x in r["latency"]
           if x["status"] == "ok"}
     Ks, targets = sorted({x["K"] for x in r["latency"]}), []
@@ -601,7 +330,7 @@ def judge_targets(r):
             f"DT training: {r['train_stops']['dt']}" if "dt" in r["train_stops"] else
             f"DT trained at every K tried (largest {max(tried)})" if tried else "DT failed")))
     largest = max((x["shape"] for x in r["scan"]), key=math.prod, default=None)
-    for x in r["scan"]:  # the Triton kernel at the largest shape (the scan issue's two goals)
+    for x in r["scan"]:  # the Triton kernel at the largest shape: its two targets
         if x["backend"] != "triton" or x["shape"] != largest or x["status"] != "ok":
             continue
         where = f"{x['dtype']} {x['direction']} at {'x'.join(map(str, x['shape']))}"
@@ -613,128 +342,6 @@ def judge_targets(r):
             targets.append(dict(name="scan speed-up", passed=x["over_torch"] >= 20, detail=(
                 f"{where}: {x['over_torch']:.1f}x the PyTorch scan (target >= 20x)")))
     return targets
-
-
-def md_table(header, rows):
-    """Markdown lines of a table: the header's cells, then each row's."""
-    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
-            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
-
-
-def markdown(r):
-    """The profile as markdown, the one rendering of it (report.py embeds this file)."""
-    def cell(row):
-        return (f"{row['median_ms']:.3g} ({row['p25_ms']:.3g}-{row['p75_ms']:.3g})"
-                if row["status"] == "ok" else row["status"])
-
-    def num(row, key, spec=".3g"):
-        return "-" if row.get(key) is None else format(row[key], spec)
-    load = [x for x in r["load_average"].values() if x is not None]
-    noisy = (" (above the threads used: other processes shared the CPU, so timings are noisy; "
-             "the minimum is the least disturbed figure)" if load and max(load) > r["threads"]
-             else "")
-    lines = [f"## Runtime and memory on {r['device_name']}", "",
-             f"Device `{r['device']}`, {r['threads']} torch threads, {r['cores']} cores, load "
-             f"average {r['load_average']['before']} before / {r['load_average']['after']} after"
-             f"{noisy}; " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ". Mamba "
-             f"scan backend (training and the latency table): {r['scan_backend']}. Parameters "
-             f"without the timestep table: DT {r['parameters']['dt']:,}, Mamba "
-             f"{r['parameters']['mamba']:,}. " + ("Quick sweep. " if r["quick"] else "") +
-             "Times: median (25th-75th percentile) in ms; oom: out of memory (CPU cap "
-             f"{r['settings']['memory_cap_gb']:g} GB); skipped: not tried, a smaller K already "
-             "ran out or passed the time cap."]
-    if r["latency"]:
-        Ks = sorted({row["K"] for row in r["latency"]})
-        rows = []
-        for B in sorted({row["batch"] for row in r["latency"]}):
-            for key, label in LATENCY_MODES.items():
-                by_K = {row["K"]: row for row in r["latency"]
-                        if (row["model"], row["mode"], row["batch"]) == (*key, B)}
-                rows.append([label, B, *(cell(by_K[K]) for K in Ks)])
-        lines += ["", "### Inference latency per env step (ms)", "",
-                  *md_table(["model", "batch", *(f"K={K}" for K in Ks)], rows)]
-    if r["train"]:
-        memory = ("torch.cuda.max_memory_allocated during the steps minus the memory allocated "
-                  "before the model was built." if r["device"].startswith("cuda") else
-                  "peak resident memory of the measuring child process during the steps minus "
-                  "its resident memory after one throwaway step (imports, kernels, thread pools).")
-        rows = []
-        for K in sorted({row["K"] for row in r["train"]}):
-            by_model = {row["model"]: row for row in r["train"] if row["K"] == K}
-            rows.append([K, *(x for m in MODELS
-                              for x in (cell(by_model[m]), num(by_model[m], "step_mb", ".0f")))])
-        lines += ["", f"### Training step, batch {r['settings']['train_batch']}: time (ms) and "
-                  "peak memory above the process's base (MB)", "", f"Memory: {memory}", "",
-                  *md_table(["K", "DT step", "DT memory", "Mamba step", "Mamba memory"], rows),
-                  *(f"- {m} stopped: {why}" for m, why in r["train_stops"].items())]
-    if r["compare"]:
-        rows = [[row["model"], row["scan_backend"] or "-", cell(row), num(row, "cpu_ms"),
-                 num(row, "over_dt", ".2f")] for row in r["compare"]]
-        lines += ["", f"### Training step, batch {r['compare'][0]['batch']}, K "
-                  f"{r['compare'][0]['K']}: DT vs Mamba per scan backend, timed in turns", "",
-                  *md_table(["model", "scan", "ms", "CPU ms", "/ DT"], rows)]
-    if r["scan"]:
-        figures = ("melem_per_s", "gbps", "over_ref", "over_torch", "max_diff_vs_torch")
-        rows = [["x".join(map(str, row["shape"])), row["dtype"], row["direction"], row["backend"],
-                 cell(row), *(num(row, key) for key in figures)] for row in r["scan"]]
-        lines += ["", "### Selective scan (million elements B*L*D per second; GB/s of the "
-                  "unavoidable traffic; speed-ups over the reference loop and the PyTorch scan)",
-                  "", *md_table(["shape BxLxDxN", "dtype", "direction", "backend", "ms", "Melem/s",
-                                 "GB/s", "x ref", "x torch", "max diff vs torch"], rows)]
-    verdicts = {True: "PASS", False: "FAIL", None: "INFO"}
-    lines += ["", "### Performance targets", ""] + ([
-        f"- {verdicts[t['passed']]}: {t['name']}: {t['detail']}" for t in r["targets"]]
-        or ["- none: what was measured here has no target"])
-    return "\n".join(lines) + "\n"
-
-
-def plot(r, prefix):
-    """-latency.png: ms per env step vs K, a panel per batch; -memory.png: training memory and
-    step time vs K. Log-log axes: linear growth is a slope-1 line."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def axes_done(ax, Ks, title, ylabel):
-        ax.set(xscale="log", yscale="log", title=title, ylabel=ylabel, xlabel="context K")
-        ax.set_xticks(Ks, [str(K) for K in Ks])
-        ax.tick_params(axis="x", which="minor", bottom=False)
-        ax.legend(fontsize=8)
-
-    def save(fig, kind):
-        fig.suptitle(r["device_name"])
-        fig.tight_layout()
-        atomic_write(f"{prefix}-{kind}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    batches = sorted({row["batch"] for row in r["latency"]})
-    if batches:
-        fig, axes = plt.subplots(1, len(batches), figsize=(5 * len(batches), 4), squeeze=False)
-        for ax, B in zip(axes[0], batches):
-            for (key, label), fmt in zip(LATENCY_MODES.items(), ("o-", "s--", "^-")):
-                rows = [row for row in r["latency"] if (row["model"], row["mode"], row["batch"])
-                        == (*key, B) and row["status"] == "ok"]
-                ax.errorbar([row["K"] for row in rows], [row["median_ms"] for row in rows],
-                            yerr=[[row["median_ms"] - row["p25_ms"] for row in rows],
-                                  [row["p75_ms"] - row["median_ms"] for row in rows]],
-                            fmt=fmt, label=label, capsize=3)
-            axes_done(ax, sorted({row["K"] for row in r["latency"]}), f"inference, batch {B}",
-                      "ms per env step")
-        save(fig, "latency")
-    if r["train"]:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for model, color in zip(MODELS, ("C0", "C1")):
-            rows = [row for row in r["train"] if row["model"] == model and row["status"] == "ok"]
-            for ax, key in zip(axes, ("step_mb", "median_ms")):
-                ax.plot([row["K"] for row in rows], [max(row[key], 1e-3) for row in rows], "o-",
-                        color=color, label=LATENCY_MODES[model, "window"].split()[0])
-            for row in [row for row in r["train"] if row["model"] == model and row["status"]
-                        not in ("ok", "skipped")][:1]:
-                axes[0].axvline(row["K"], color=color, ls=":",
-                                label=f"{row['status']} at {row['K']}")
-        Ks, batch = sorted({row["K"] for row in r["train"]}), r["settings"]["train_batch"]
-        axes_done(axes[0], Ks, f"training step memory, batch {batch}", "peak above base (MB)")
-        axes_done(axes[1], Ks, f"training step time, batch {batch}", "ms per step")
-        save(fig, "memory")
-    plt.close("all")
 
 
 def describe_device(device):
@@ -755,14 +362,6 @@ def load_average():
     """1-minute load average (other processes competing for the CPU), None where unknown."""
     with contextlib.suppress(OSError, AttributeError):
         return round(os.getloadavg()[0], 2)
-
-
-def versions():
-    found = dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__)
-    with contextlib.suppress(ImportError):
-        import triton
-        found["triton"] = triton.__version__
-    return found
 
 
 # ----------------------------------------------------------------------------- command line
@@ -841,8 +440,8 @@ def profile(cfg: ProfileConfig, command) -> tuple:
     os.makedirs(output_folder(cfg), exist_ok=True)
     prefix = os.path.join(output_folder(cfg), f"profile-{slug}")
     write_json(prefix + ".json", results)
-    atomic_write(prefix + ".md", lambda tmp: Path(tmp).write_text(markdown(results)))
-    plot(results, prefix)
+    atomic_write(prefix + ".md", lambda tmp: Path(tmp).write_text(profile_markdown(results)))
+    profile_plots(results, prefix)
     return results, prefix
 
 
@@ -856,7 +455,7 @@ def main(argv=None):
         results, prefix = profile(cfg, argv)
     except ProfileError as e:
         sys.exit(f"error: {e}")
-    print(markdown(results))
+    print(profile_markdown(results))
     print(f"wrote {prefix}.json, .md, .png plots in {results['wall_s']:.0f} s")
 
 

@@ -16,21 +16,15 @@ not evaluated, too few seeds, no GPU profile) are listed, not hidden.
 
 Run: python report.py results/report-runs/* [--pilot results/pilot/*] [--out REPORT.md]
 
-A run folder (written by train.py, see its docstring): config.json ({"train": settings, "model":
-model settings, "data": {path, return_mean, return_max, ...}, "device", "versions", ...}),
-metrics.jsonl (lines {"step", "loss", "lr", "time"} and {"step", "eval": {...}}), eval.json
-({"config": ..., "results": [one evaluate() result per target]}) and, optionally, targets.json
-(evaluate.py --out: the same, for a sweep of targets).
+Where the pieces live: stats.py reads the run folders (what a run folder holds is in its
+docstring) and does the statistics over seeds; render.py draws the figures; this file builds the
+tables and writes the report.
 
-References (ideas only): Chen et al. 2021, "Decision Transformer", Table 2 and Figure 4;
-Welch 1947, "The generalization of Student's problem when several different population
-variances are involved" (the interval of a difference of means with unequal variances).
+Reference (ideas only): Chen et al. 2021, "Decision Transformer", Table 2 and Figure 4.
 """
 import glob
 import json
-import math
 import os
-import re
 import shlex
 import sys
 from collections import defaultdict
@@ -41,11 +35,11 @@ import numpy as np
 
 from cli import atomic_write, flag_name, option, parse_config
 from data import normalized_score
+from render import curve_of, plot_bands, plot_targets
+from stats import (MODEL_NAMES, PATIENCE, converged_step, experiments, group_name, groups_of,
+                   over_seeds, pm, read_json, read_runs, score_cell, scores, verdict,
+                   welch_interval)
 
-MODEL_NAMES = {"dt": "DT", "mamba": "Mamba"}
-COLORS = {"dt": "C0", "mamba": "C1"}
-# train.py settings that may differ between the seeds of one experiment (everything else may not)
-SEED_ONLY = ("seed", "out", "resume", "device", "compile", "log_every", "save_every")
 # The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
 # (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
 D4RL_DT = {("halfcheetah", "medium"): ("42.6 ± 0.1", "42.2 ± 0.3"),
@@ -57,12 +51,7 @@ D4RL_DT = {("halfcheetah", "medium"): ("42.6 ± 0.1", "42.2 ± 0.3"),
            ("walker2d", "medium"): ("74.0 ± 1.4", "67.6 ± 2.5"),
            ("walker2d", "medium-replay"): ("66.6 ± 3.0", "59.9 ± 2.7"),
            ("walker2d", "medium-expert"): ("108.1 ± 0.2", "107.1 ± 1.0")}
-# Student's t, 97.5% quantile by degrees of freedom (Welch's df is rounded down: a slightly wide
-# interval, never a narrow one).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
 MIN_SEEDS = 3  # seeds per model a comparison is owed (fewer are listed under Missing)
-PATIENCE = 3  # the budget rule: evaluations in a row that must not beat the best so far
 
 
 class ReportError(ValueError):
@@ -83,188 +72,7 @@ class ReportConfig:
                                              "by relative path)")
 
 
-# ----------------------------------------------------------------------------- reading runs
-
-@dataclass
-class Run:
-    path: Path
-    config: dict                      # config.json as written by train.py
-    losses: list                      # [(step, training loss)] from metrics.jsonl
-    curve: list                       # [(step, mean return, its standard error)] of the
-    #                                   periodic evaluations
-    evals: list                       # evaluate() results from eval.json (one per target)
-    eval_config: dict                 # eval.json's "config"
-    step: int                         # the step eval.json's checkpoint was at (None: no eval)
-    sweep: list                       # evaluate() results from targets.json (a target sweep)
-
-    @property
-    def train(self):
-        return self.config["train"]
-
-    @property
-    def model(self):
-        return self.train["model"]
-
-    @property
-    def dataset(self):
-        return Path(self.train["data"]).stem if self.train.get("data") else self.train["dataset"]
-
-    @property
-    def mode(self):
-        """The mode eval.json was made in (evaluate.py --mode may differ from the run's)."""
-        return self.evals[0]["mode"] if self.evals else self.config.get("eval_mode", "window")
-
-    @property
-    def variant(self):
-        """How a model was trained and acted: 'K=20', or 'K=full, recurrent'."""
-        return f"K={self.train['context']}" + (", recurrent" if self.mode == "recurrent" else "")
-
-    @property
-    def key(self):
-        """Runs with equal keys are seeds of one experiment."""
-        settings = {k: v for k, v in self.train.items() if k not in SEED_ONLY}
-        return (self.train["env"], self.dataset, self.model, self.variant,
-                json.dumps(settings, sort_keys=True, default=str))
-
-    def result(self, target=None):
-        """The result at `target`, or by default at the run's own target (else its first)."""
-        if target is not None:
-            return next((r for r in self.evals if r["target_return"] == target), None)
-        own = self.config.get("target_return")
-        return next((r for r in self.evals if r["target_return"] == own),
-                    self.evals[0] if self.evals else None)
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def load_run(path):
-    """-> (Run, None), or (None, why it was skipped)."""
-    path = Path(path)
-    config = read_json(path / "config.json")
-    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
-        return None, "no readable train.py config.json"
-    missing = [k for k in ("model", "env", "dataset", "seed", "context")
-               if k not in config["train"]]
-    if missing:
-        return None, f"config.json lacks {', '.join(missing)} (not written by train.py?)"
-    losses, curve = [], []
-    if (path / "metrics.jsonl").exists():
-        for line in (path / "metrics.jsonl").read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut short by a crash
-                continue
-            if not isinstance(record, dict) or "step" not in record:
-                continue
-            if "loss" in record:
-                losses.append((record["step"], record["loss"]))
-            elif isinstance(record.get("eval"), dict) and "return_mean" in record["eval"]:
-                curve.append(curve_point(record))
-    evaluation, sweep = (read_json(path / name) for name in ("eval.json", "targets.json"))
-    results = [] if not isinstance(evaluation, dict) else evaluation.get("results", [])
-    if not isinstance(results, list):  # not evaluate.py's: the run is listed without a score
-        evaluation, results = {}, []
-    sweep = sweep.get("results", []) if isinstance(sweep, dict) else []
-    return Run(path, config, losses, curve, results, (evaluation or {}).get("config", {}),
-               (evaluation or {}).get("step"), sweep if isinstance(sweep, list) else []), None
-
-
-# ----------------------------------------------------------------------------- statistics
-
-def over_seeds(values):
-    """(mean, std over seeds with ddof=1, or None for a single seed)."""
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), (float(values.std(ddof=1)) if values.size > 1 else None)
-
-
-def pm(mean, std, digits=0):
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
-def welch_interval(a, b):
-    """95% confidence interval of mean(b) - mean(a) by Welch's t (None with < 2 values a side)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if min(a.size, b.size) < 2:
-        return None
-    diff = b.mean() - a.mean()
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    if va + vb == 0:
-        return float(diff), float(diff)
-    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
-    t = T_975[max(k for k in T_975 if k <= max(df, 1))]
-    half = t * math.sqrt(va + vb)
-    return float(diff - half), float(diff + half)
-
-
-def verdict(interval, better="Mamba", worse="DT"):
-    if interval is None:
-        return "too few seeds to compare"
-    lo, hi = interval
-    return (f"{better} better" if lo > 0 else f"{worse} better" if hi < 0
-            else "no detectable difference")
-
-
-def curve_point(record):
-    """A metrics.jsonl evaluation record -> (step, mean return, standard error of that mean)."""
-    e = record["eval"]
-    return (record["step"], e["return_mean"],
-            e.get("return_std", 0.0) / math.sqrt(max(1, e.get("episodes", 1))))
-
-
-def converged_step(curve, patience=PATIENCE):
-    """The first evaluation step after which `patience` evaluations in a row do not beat the
-    best mean return so far, where beating means exceeding it by more than the later
-    evaluation's own standard error (None if the curve never settles). curve: [(step, mean,
-    standard error)]."""
-    best = -math.inf
-    for i, (step, value, _) in enumerate(curve):
-        best = max(best, value)
-        later = curve[i + 1:i + 1 + patience]
-        if len(later) == patience and all(v <= best + se for _, v, se in later):
-            return step
-    return None
-
-
-def group_name(runs):
-    """The run folders' common name without the seed suffix: dt-hopper-medium-s0, -s1 ->
-    dt-hopper-medium."""
-    prefix = os.path.commonprefix([r.path.name for r in runs])
-    return re.sub(r"[-_]?s?\d*$", "", prefix) or f"{runs[0].path.name}, ..."
-
-
-def scores(runs, target=None):
-    """Each evaluated seed's mean normalised score at `target` (default: its own target)."""
-    return [res["score_mean"] for r in runs if (res := r.result(target)) is not None]
-
-
-def score_cell(runs, target=None):
-    values = scores(runs, target)
-    return f"{pm(*over_seeds(values), digits=1)} (n={len(values)})" if values else "-"
-
-
 # ----------------------------------------------------------------------------- tables
-
-def groups_of(runs):
-    """Run key -> the runs (seeds) of that experiment."""
-    groups = defaultdict(list)
-    for run in runs:
-        groups[run.key].append(run)
-    return groups
-
-
-def experiments(groups):
-    """(env, dataset, model, variant) -> the runs of the experiment with the most seeds there
-    (the sweep's; an extra experiment with other settings only shows in the table of all)."""
-    chosen = {}
-    for (env, dataset, model, variant, _), runs in sorted(groups.items()):
-        if len(runs) > len(chosen.get((env, dataset, model, variant), [])):
-            chosen[env, dataset, model, variant] = runs
-    return chosen
 
 
 def comparison_table(groups, target_rank):
@@ -362,89 +170,6 @@ def pilot_table(runs):
     return lines
 
 
-# ----------------------------------------------------------------------------- figures
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_png(fig, path):
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    _pyplot().close(fig)
-
-
-def curve_of(run):
-    return [(step, value) for step, value, _ in run.curve]
-
-
-def plot_bands(runs, panel, series, ylabel, path, log=False, data_mean=False):
-    """One panel per value of panel(run); per model and variant, the mean over seeds of
-    series(run) -> [(step, value)] and the range (min to max) over seeds as a band; with
-    data_mean, the dataset's mean return as a dotted line."""
-    plt = _pyplot()
-    panels = sorted({panel(r) for r in runs})
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], panels):
-        lines = defaultdict(lambda: defaultdict(list))  # (model, variant) -> step -> values
-        for run in (r for r in runs if panel(r) == name):
-            for step, value in series(run):
-                lines[run.model, run.variant][step].append(value)
-        for (model, variant), by_step in sorted(lines.items()):
-            steps = sorted(by_step)
-            values = [by_step[s] for s in steps]
-            seeds = max(len(v) for v in values)
-            ax.plot(steps, [np.mean(v) for v in values], color=COLORS.get(model),
-                    ls="-" if variant == "K=20" else "--", marker="." if len(steps) < 30 else None,
-                    label=f"{MODEL_NAMES.get(model, model)} {variant} ({seeds} seed"
-                          f"{'s' if seeds > 1 else ''})")
-            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values],
-                            color=COLORS.get(model), alpha=0.2)
-        data = next(r.config.get("data", {}) for r in runs if panel(r) == name)
-        if data_mean and "return_mean" in data:
-            ax.axhline(data["return_mean"], color="grey", ls=":", label="dataset mean")
-        ax.set(xlabel="optimiser step", ylabel=ylabel, title=name, yscale="log" if log else "linear")
-        ax.legend(fontsize=7)
-    save_png(fig, path)
-
-
-def plot_targets(runs, path):
-    """Achieved vs target return per env (the runs' target sweeps, targets.json, where the env
-    has any, else eval.json), mean over seeds +- std per model and dataset; the diagonal; the
-    datasets' mean returns."""
-    plt = _pyplot()
-    envs = sorted({r.train["env"] for r in runs if r.sweep or r.evals})
-    fig, axes = plt.subplots(1, len(envs), figsize=(5 * len(envs), 4.5), squeeze=False)
-    for ax, env in zip(axes[0], envs):
-        curves = defaultdict(lambda: defaultdict(list))  # (model, dataset, variant) -> target -> []
-        env_runs = [r for r in runs if r.train["env"] == env]
-        swept = any(r.sweep for r in env_runs)  # then only the sweeps: one source per panel
-        for run in env_runs:
-            for res in run.sweep if swept else run.evals:
-                curves[run.model, run.dataset, run.variant][res["target_return"]].append(
-                    res["return_mean"])
-        for (model, dataset, variant), seed_means in sorted(curves.items()):
-            targets = sorted(seed_means)
-            means, stds = zip(*(over_seeds(seed_means[t]) for t in targets))
-            ax.errorbar(targets, means, yerr=[s or 0.0 for s in stds], marker="o", capsize=3,
-                        color=COLORS.get(model), ls="-" if dataset == "medium" else "--",
-                        label=f"{MODEL_NAMES.get(model, model)} {dataset} ({variant})")
-        targets = [t for seed_means in curves.values() for t in seed_means]
-        lo, hi = min(0.0, *targets), max(targets)
-        ax.plot([lo, hi], [lo, hi], "k:", label="achieved = target")
-        datasets = {r.dataset: r.config.get("data", {}) for r in runs if r.train["env"] == env}
-        for (dataset, data), color in zip(sorted(datasets.items()), ("grey", "C2", "C3", "C4")):
-            if "return_mean" in data:
-                ax.axhline(data["return_mean"], color=color, ls="-.", lw=1,
-                           label=f"{dataset} dataset mean")
-        ax.set(xlabel="target return", ylabel="achieved return", title=env)
-        ax.legend(fontsize=6)
-    save_png(fig, path)
-
-
 # ----------------------------------------------------------------------------- the report
 
 def train_command(run):
@@ -520,16 +245,6 @@ def profile_section(paths, out_dir):
                       f"with `{command}`.", ""]
     return lines, loaded
 
-
-def read_runs(paths):
-    runs, skipped = [], []
-    for path in paths:
-        run, why = load_run(path) if Path(path).is_dir() else (None, "not a folder")
-        if run:
-            runs.append(run)
-        else:
-            skipped.append(f"{path}: {why}")
-    return runs, skipped
 
 
 def models_paragraph(runs):

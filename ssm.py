@@ -352,7 +352,7 @@ def _load_c_scan():
     ok, reason = scan_cpu.available()
     if not ok:
         warnings.warn(f"The C kernels are unavailable ({reason}); on the CPU, Mamba runs on the "
-                      "PyTorch scan, about 3x slower to train.", stacklevel=2)
+                      "PyTorch scan, slower to train (README.md, 'The C kernels').", stacklevel=2)
         return None, reason
     return Backend("c", scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu,
                    _mamba_step_c), None

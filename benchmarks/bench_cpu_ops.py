@@ -9,15 +9,16 @@
    the (256, 8) product g^T dt) vs `dt @ W.t().contiguous()` (gradient dt^T g, (8, 256)).
 
 Run:  python benchmarks/bench_cpu_ops.py [--threads 1] [--repeats 300] [--out F.json]
-Prints each variant's median and the pair's ratio (profile.py's time_cases: times in ms).
+Prints each variant's median and the pair's ratio (timing.time_cases: times in ms).
 """
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from harness import profile_py, write_results  # first: puts the repository root on sys.path
+from harness import write_results  # first: puts the repository root on sys.path
 from cli import option, parse_config
+import timing
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,10 @@ def main(argv=None):
     results = {}
     for name, (cases, repeats) in pairs.items():
         with torch.inference_mode(name != "dt_proj_grad"):
-            results[name] = stats = profile_py.time_cases(cases, "cpu", 20, repeats)
+            results[name] = stats = timing.time_cases(cases, "cpu", 20, repeats)
         (a, sa), (b, sb) = stats.items()
         print(f"{name}: {a} {sa['median_ms']:.4g} ms, {b} {sb['median_ms']:.4g} ms -> {a} / {b} "
-              f"{profile_py.ratio(sa, sb):.2f}x (median of {repeats})")
+              f"{timing.ratio(sa, sb):.2f}x (median of {repeats})")
     print(f"torch {torch.__version__}, cpu, torch threads {torch.get_num_threads()}")
     if cfg.out:
         write_results(cfg.out, dict(config=asdict(cfg), torch=torch.__version__, device="cpu",

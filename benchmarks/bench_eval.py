@@ -1,6 +1,6 @@
 """CPU benchmark of evaluation: batched rollouts vs. the simulation alone vs. one episode at a time.
 
-For N episodes of an env (default hopper, 100), timed in turns (profile.py's time_cases):
+For N episodes of an env (default hopper, 100), timed in turns (timing.time_cases):
   batched  evaluate.evaluate: all N episodes together, one model call per env step (DT in window
            mode, Mamba in recurrent mode; Mamba in window mode too with --mamba-window)
   sim      the envs alone: N envs made, then stepped round-robin with a zero action for as many
@@ -22,12 +22,13 @@ import mujoco
 import numpy as np
 import torch
 
-from harness import profile_py, write_results  # first: puts the repository root on sys.path
+from harness import write_results  # first: puts the repository root on sys.path
 from cli import option, parse_config
 from data import ENVS
-from dt import DecisionConfig, DecisionModel
+from dt import MODELS, DecisionConfig, DecisionModel
 from evaluate import TARGET_RETURNS, evaluate, load_run
-from train import MODELS, TrainConfig
+from train import TrainConfig
+import timing
 
 
 @dataclass(frozen=True)
@@ -102,20 +103,20 @@ def main(argv=None):
             steps["batch1"] = sum(evaluate(model, cfg.env, episodes=1, seed=10_000 + i,
                                            mode=mode, **common)["env_steps"]
                                   for i in range(cfg.single_episodes))
-        stats = profile_py.time_cases({"batched": batched, "sim": lambda: simulate(
+        stats = timing.time_cases({"batched": batched, "sim": lambda: simulate(
             cfg, steps["batched"], env_kwargs), "batch1": batch1}, "cpu", 0, cfg.rounds)
         seconds = {case: s["median_ms"] / 1e3 for case, s in stats.items()}
         row = dict(model=name, mode=mode, env_steps=steps["batched"], **{f"{case}_s": s for
                    case, s in seconds.items()}, timings=stats, batch1_episodes=cfg.single_episodes,
                    batch1_s_scaled=seconds["batch1"] / steps["batch1"] * steps["batched"])
-        row.update(batched_over_sim=profile_py.ratio(stats["batched"], stats["sim"]),
+        row.update(batched_over_sim=timing.ratio(stats["batched"], stats["sim"]),
                    speedup_over_batch1=row["batch1_s_scaled"] / seconds["batched"])
         rows.append(row)
         print(f"{name:5s} {mode:9s}: {row['env_steps']} env steps; batched {seconds['batched']:.1f}"
               f" s = {row['batched_over_sim']:.2f} x sim ({seconds['sim']:.1f} s); batch-1 would "
               f"take {row['batch1_s_scaled']:.1f} s (from {cfg.single_episodes} episodes) -> "
               f"{row['speedup_over_batch1']:.1f} x speed-up", flush=True)
-    machine = dict(profile_py.versions(), device="cpu", cpu_count=os.cpu_count(),
+    machine = dict(timing.versions(), device="cpu", cpu_count=os.cpu_count(),
                    processor=platform.processor() or platform.machine(),
                    torch_threads=torch.get_num_threads(), gymnasium=gym.__version__,
                    mujoco=mujoco.__version__)

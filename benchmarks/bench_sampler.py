@@ -3,18 +3,20 @@
 The sampler must not slow training down: a batch of 64 windows of K=20 steps should cost under
 5% of a DT training step (forward + backward + clip + AdamW) on the CPU. This builds a synthetic
 Hopper-sized dataset (1000 trajectories x 1000 steps = 1M transitions) and times sample() and
-profile.py's DT training step in turns (its time_cases), and prints their ratio.
+the DT training step profile.py times, in turns (timing.time_cases), and prints their ratio.
 
 Run:  python benchmarks/bench_sampler.py [--threads 1] [--out FILE]
 """
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from harness import profile_py, write_results  # first: puts the repository root on sys.path
+from harness import write_results  # first: puts the repository root on sys.path
 from cli import option, parse_config
 from data import Trajectory, TrajectoryDataset
+import timing
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,12 @@ def main(argv=None):
         rng.uniform(-1, 1, size=(cfg.length, 3)).astype(np.float32),
         rng.normal(size=cfg.length).astype(np.float32), False)
         for _ in range(cfg.trajectories)], context_len=cfg.context_len)
-    train_step = profile_py.train_step_call(  # the DT's default size at Hopper's obs and act
-        profile_py.ProfileConfig(state_dim=11, act_dim=3, seed=cfg.seed), "dt", cfg.batch_size,
+    train_step = timing.train_step_call(  # the DT's default size at Hopper's obs and act
+        SimpleNamespace(state_dim=11, act_dim=3, seed=cfg.seed), "dt", cfg.batch_size,
         cfg.context_len, torch.device("cpu"))
-    stats = profile_py.time_cases({"sample": lambda: dataset.sample(cfg.batch_size, rng),
+    stats = timing.time_cases({"sample": lambda: dataset.sample(cfg.batch_size, rng),
                                    "train_step": train_step}, "cpu", 3, cfg.repeats)
-    percent = 100 * profile_py.ratio(stats["sample"], stats["train_step"])
+    percent = 100 * timing.ratio(stats["sample"], stats["train_step"])
     print(f"sample({cfg.batch_size}) at K={cfg.context_len} on {dataset.num_transitions:,} "
           f"transitions: {stats['sample']['median_ms']:.3f} ms; DT training step ({cfg.threads} "
           f"thread(s)): {stats['train_step']['median_ms']:.2f} ms -> sampler / training step "

@@ -51,7 +51,7 @@ def test_the_student_copy_blanks_the_regions_and_still_imports(student_copy):
     assert 'raise NotImplementedError("exercise 3:' in text
     assert "np.cumsum(rewards[::-1]" not in text  # the solution is gone
     assert (student_copy / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()
-    done = run(["-c", "import dt, ssm, data, train, evaluate, collect; print('ok')"],
+    done = run(["-c", "import dt, ssm, data, train, evaluate, collect, td3; print('ok')"],
                cwd=student_copy)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 

@@ -1,5 +1,5 @@
-"""collect.py: the TD3 trainer (a tiny run, stop and resume), dataset files for every level, env
-set-up, bad input, and the committed behaviour policies under policies/."""
+"""td3.py and collect.py: the TD3 trainer (a tiny run, stop and resume), dataset files for every
+level, env set-up, bad input, and the committed behaviour policies under policies/."""
 import json
 
 import h5py
@@ -9,6 +9,7 @@ import torch
 
 import collect
 import data
+import td3
 
 TINY = 300  # transitions in a tiny dataset
 # issue #11's floors for the datasets' policies (mean return over >= 10 episodes, no noise)
@@ -18,7 +19,7 @@ EXPERT_FLOOR = {"hopper": 3000.0, "halfcheetah": 8000.0, "walker2d": 4000.0}
 
 def tiny_config(root, **kw):
     """A TD3 run of a few hundred Hopper steps with tiny networks (seconds on a CPU)."""
-    return collect.TrainConfig(**{**dict(
+    return td3.TrainConfig(**{**dict(
         env="hopper", steps=600, random_steps=200, batch_size=32, hidden=16,
         snapshot_every=100, checkpoint_every=150, eval_episodes=1, final_episodes=2,
         policy_dir=str(root / "policies"), log_dir=str(root / "runs")), **kw})
@@ -27,7 +28,7 @@ def tiny_config(root, **kw):
 @pytest.fixture(scope="module")
 def tiny_policies(tmp_path_factory):
     root = tmp_path_factory.mktemp("td3")
-    collect.train(tiny_config(root))
+    td3.train(tiny_config(root))
     return root
 
 
@@ -38,7 +39,7 @@ def load_ckpt(root):
 @pytest.mark.parametrize("env, obs_dim, act_dim", [("hopper", 11, 3), ("halfcheetah", 17, 6),
                                                     ("walker2d", 17, 6)])
 def test_all_three_envs_make_reset_and_step(env, obs_dim, act_dim):
-    env_obj = collect.make_env(env)
+    env_obj = td3.make_env(env)
     obs, _ = env_obj.reset(seed=0)
     obs2, reward, terminated, _, _ = env_obj.step(np.zeros(act_dim))
     assert obs.shape == obs2.shape == (obs_dim,)
@@ -51,7 +52,7 @@ def test_tiny_td3_run_learns_and_writes_a_checkpoint_and_policies_that_load(tiny
     # one update per step from the moment the buffer holds the warm-up's 200 transitions
     assert ckpt["step"] == 600 and ckpt["updates"] == 401
     assert [s["step"] for s in ckpt["snapshots"]] == [100, 200, 300, 400, 500, 600]
-    first, last = (collect.MlpPolicy.from_arrays(ckpt["snapshots"][i]["arrays"]) for i in (1, -1))
+    first, last = (td3.MlpPolicy.from_arrays(ckpt["snapshots"][i]["arrays"]) for i in (1, -1))
     assert not np.allclose(first.layers[0][0], last.layers[0][0])  # the updates moved the actor
     assert len(ckpt["buffer"]["obs"]) == 600 and ckpt["buffer"]["done"].sum() >= 1
     for level in ("medium", "expert"):
@@ -61,8 +62,8 @@ def test_tiny_td3_run_learns_and_writes_a_checkpoint_and_policies_that_load(tiny
         assert action.shape == (3,) and np.abs(action).max() <= 1
         assert meta["env_id"] == "Hopper-v5" and meta["seed"] == 0 and meta["episodes"] == 2
         assert meta["algorithm"] == "TD3" and meta["trainer_steps"] == 600
-        assert meta["action_noise"] in collect.NOISE_CHOICES
-        assert set(meta["noise_table"]) == {str(s) for s in collect.NOISE_CHOICES}
+        assert meta["action_noise"] in td3.NOISE_CHOICES
+        assert set(meta["noise_table"]) == {str(s) for s in td3.NOISE_CHOICES}
         assert {"numpy", "torch", "gymnasium", "mujoco"} <= set(meta["versions"])
     with np.load(tiny_policies / "policies" / "hopper-replay.npz") as replay:
         assert replay["w0"].shape[1:] == (16, 11) and replay["w0"].dtype == np.float16
@@ -75,10 +76,10 @@ def test_tiny_td3_run_learns_and_writes_a_checkpoint_and_policies_that_load(tiny
 def test_stopping_and_resuming_any_number_of_times_equals_an_uninterrupted_run(tiny_policies,
                                                                                  tmp_path):
     cfg = tiny_config(tmp_path, max_minutes=1e-9)  # stops after every episode
-    collect.train(cfg)
+    td3.train(cfg)
     calls = 1
     while load_ckpt(tmp_path)["step"] < cfg.steps:
-        collect.train(tiny_config(tmp_path, max_minutes=1e-9, resume=True))
+        td3.train(tiny_config(tmp_path, max_minutes=1e-9, resume=True))
         calls += 1
     assert calls > 5
     resumed, straight = load_ckpt(tmp_path), load_ckpt(tiny_policies)
@@ -238,8 +239,8 @@ def test_resolve_dataset_generates_a_missing_file_and_says_so(tmp_path, monkeypa
 
 # Envs whose committed expert falls short of the issue's floor (see policies/README.md); a
 # strict xfail, so the day a better policy is committed this marker must go.
-EXPERT_SHORT = {"walker2d": "TD3 reached 3591 by 857k steps (90 minutes of one core), short of 4000 "
-                            "and of 1.3 x medium (2779); it needs roughly 0.5-1M more steps"}
+EXPERT_SHORT = {"walker2d": "TD3 reached 3591 by 857k steps (90 minutes of one core), short of "
+                            "4000 and of 1.3 x medium (2779); it needs roughly 0.5-1M more steps"}
 
 
 @pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
@@ -250,9 +251,9 @@ def test_committed_policies_are_td3_and_reach_the_medium_floor(env):
     assert medium["episodes"] >= 10 and expert["episodes"] >= 10
     assert medium["return_mean"] >= MEDIUM_FLOOR[env]
     assert medium["steps_at_snapshot"] < expert["steps_at_snapshot"]
-    assert (collect.POLICY_DIR / f"{env}-replay.npz").stat().st_size < 5e6
+    assert (td3.POLICY_DIR / f"{env}-replay.npz").stat().st_size < 5e6
     # the file really holds that policy: re-run its first measured episode
-    rerun = collect.evaluate_policy(collect.make_env(env), policy, [collect.MEASURE_SEED])[0]
+    rerun = td3.evaluate_policy(td3.make_env(env), policy, [td3.MEASURE_SEED])[0]
     assert rerun == pytest.approx(medium["returns"][0], rel=0.02)
 
 

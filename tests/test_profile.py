@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import render
 import ssm
+import timing
 
 ROOT = Path(__file__).resolve().parents[1]
 # The file cannot be imported as `profile` (the standard library's name): load it as benchmarks do.
@@ -102,13 +104,13 @@ def test_time_cases_times_every_case_in_turns_and_reports_out_of_memory():
 
     def fails():
         raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
-    stats = profile_py.time_cases({"a": lambda: calls.append("a"), "b": lambda: calls.append("b"),
+    stats = timing.time_cases({"a": lambda: calls.append("a"), "b": lambda: calls.append("b"),
                                    "oom": fails}, warmup=1, repeats=3)
     assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds, alternating
     assert stats["a"]["n"] == stats["b"]["n"] == 3 and stats["a"]["status"] == "ok"
     assert stats["oom"] == dict(status="oom", note="CUDA out of memory. Tried to allocate 1 GiB")
     with pytest.raises(ValueError):  # any other error is not hidden
-        profile_py.time_cases({"bad": lambda: int("x")})
+        timing.time_cases({"bad": lambda: int("x")})
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -145,7 +147,7 @@ def test_time_cases_on_cuda_goes_through_triton_do_bench(monkeypatch):
         return [3.0, 1.0, 2.0]  # ms per call
     monkeypatch.setitem(sys.modules, "triton.testing", type(sys)("triton.testing"))
     sys.modules["triton.testing"].do_bench = do_bench
-    stats = profile_py.time_cases({"a": lambda: None}, "cuda", budget_s=0.05)["a"]
+    stats = timing.time_cases({"a": lambda: None}, "cuda", budget_s=0.05)["a"]
     assert asked == [(25, 50.0, "all")]  # triton's warm-up, timed calls within the budget
     assert (stats["median_ms"], stats["min_ms"], stats["max_ms"], stats["n"]) == (2.0, 1.0, 3.0, 3)
 
@@ -171,7 +173,7 @@ def test_cuda_scan_results_are_judged_against_the_scan_goals_and_rendered():
         return dict(status="ok", median_ms=ms, p25_ms=ms, p75_ms=ms, min_ms=ms, max_ms=ms, n=3,
                     backend=backend, shape=[8, 4096, 1536, 16], dtype="bfloat16",
                     direction=direction, **extra)
-    gbps = profile_py.scan_bytes((8, 4096, 1536, 16), torch.bfloat16, False) / 0.2 / 1e6
+    gbps = timing.scan_bytes((8, 4096, 1536, 16), torch.bfloat16, False) / 0.2 / 1e6
     results = dict(
         device="cuda-nvidia-h200", device_name="NVIDIA H200", versions={"torch": "x"}, threads=1,
         cores=16, load_average=dict(before=0.1, after=0.1), scan_backend="triton",
@@ -185,6 +187,6 @@ def test_cuda_scan_results_are_judged_against_the_scan_goals_and_rendered():
     assert set(goals) == {"scan bandwidth", "scan speed-up"}  # nothing else was measured
     assert goals["scan bandwidth"]["passed"] is (gbps / 4800 >= 0.5)
     assert goals["scan speed-up"]["passed"] is True and "25.0x" in goals["scan speed-up"]["detail"]
-    table = profile_py.markdown(results)
+    table = render.profile_markdown(results)
     assert "| 8x4096x1536x16 | bfloat16 | forward+backward | triton | 1 (1-1) |" in table
     assert "Inference latency" not in table and "| K | DT step" not in table

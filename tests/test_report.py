@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import report  # noqa: E402  (after the path is set)
+import stats  # noqa: E402
 
 
 def fake_run(folder, model, seed, score_returns, targets=(3600.0,), evaluated=True,
@@ -88,34 +89,34 @@ def write(runs, **kw):
 
 def test_welch_interval_verdict_and_the_budget_rule_by_hand():
     # diff 3, each side variance 1/3 -> se sqrt(2/3), Welch df 4 -> t 2.776
-    lo, hi = report.welch_interval([1, 2, 3], [4, 5, 6])
+    lo, hi = stats.welch_interval([1, 2, 3], [4, 5, 6])
     assert lo == pytest.approx(3 - 2.776 * (2 / 3) ** 0.5) and hi == pytest.approx(
         3 + 2.776 * (2 / 3) ** 0.5)
-    assert report.verdict((lo, hi)) == "Mamba better"
-    assert report.verdict(report.welch_interval([4, 5, 6], [1, 2, 3])) == "DT better"
-    assert report.verdict(report.welch_interval([1, 5], [2, 4])) == "no detectable difference"
-    assert report.welch_interval([1], [2, 3]) is None and report.verdict(None).startswith("too")
+    assert stats.verdict((lo, hi)) == "Mamba better"
+    assert stats.verdict(stats.welch_interval([4, 5, 6], [1, 2, 3])) == "DT better"
+    assert stats.verdict(stats.welch_interval([1, 5], [2, 4])) == "no detectable difference"
+    assert stats.welch_interval([1], [2, 3]) is None and stats.verdict(None).startswith("too")
     # best so far 3 at step 2, then three that do not beat it; a rising curve never settles
-    assert report.converged_step([(1, 1, 0), (2, 3, 0), (3, 2, 0), (4, 3, 0), (5, 1, 0)]) == 2
+    assert stats.converged_step([(1, 1, 0), (2, 3, 0), (3, 2, 0), (4, 3, 0), (5, 1, 0)]) == 2
     rising = [(1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 4, 0), (5, 5, 0)]
-    assert report.converged_step(rising) is None
+    assert stats.converged_step(rising) is None
     # a rise within the later evaluation's standard error is not an improvement
     creeping = [(1, 1), (2, 3), (3, 4), (4, 4.4), (5, 4.2)]
-    assert report.converged_step([(s, v, 0) for s, v in creeping]) is None
-    assert report.converged_step([(s, v, 1.5) for s, v in creeping]) == 2
+    assert stats.converged_step([(s, v, 0) for s, v in creeping]) is None
+    assert stats.converged_step([(s, v, 1.5) for s, v in creeping]) == 2
 
 
 def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs):
     text, cfg = write(runs, pilot=(str(runs / "runs" / "dt-s0"), str(runs / "runs" / "dt-s1")))
     dt_high, mamba_high = [score(r) for r in (1000, 1200, 1100)], [score(r) for r in (2000, 2200)]
-    lo, hi = report.welch_interval(dt_high, mamba_high)
+    lo, hi = stats.welch_interval(dt_high, mamba_high)
     diff = np.mean(mamba_high) - np.mean(dt_high)  # +30.7, but with two Mamba seeds (Welch df
     assert lo < 0 < hi  # about 1.4 -> t 12.7) the interval still holds 0
     assert (f"| hopper | medium | 3600 | 1500 (46.7) / 3100 (95.9) | 34.4 ± 3.1 (n=3) | "
             f"65.1 ± 4.3 (n=2) | {diff:+.1f} [{lo:+.1f}, {hi:+.1f}] | no detectable difference | "
             "67.6 ± 1.0 / 65.1 ± 1.6 |") in text
     # the lower target: DT 900/1000/1100, Mamba 1000/1200
-    lo, hi = report.welch_interval([score(r) for r in (900, 1000, 1100)],
+    lo, hi = stats.welch_interval([score(r) for r in (900, 1000, 1100)],
                                    [score(r) for r in (1000, 1200)])
     assert f"| hopper | medium | 1800 |" in text and f"[{lo:+.1f}, {hi:+.1f}] | no detectable" in text
     # every experiment at its own target; another lr is its own experiment, not a fourth seed
@@ -124,7 +125,7 @@ def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs)
     assert "| DT | K=20 | dt-lowlr | 0 | 500 (ep. sd 10) |" in text
     # whole episodes vs K=20: Mamba full 2500/2600 against DT and Mamba K=20
     full = [score(2500), score(2600)]
-    lo, hi = report.welch_interval(dt_high, full)
+    lo, hi = stats.welch_interval(dt_high, full)
     assert f"| hopper | 34.4 ± 3.1 (n=3) | 65.1 ± 4.3 (n=2) | {np.mean(full):.1f} ± " in text
     assert f"[{lo:+.1f}, {hi:+.1f}]: whole episodes better" in text
     # the pilot: curves settle only after three evaluations that do not improve (these have two)

@@ -19,8 +19,10 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 # (rtol, atol) for y and for the gradients. Interpreter: both sides compute in fp32 on the same
 # inputs, so only summation order differs. GPU: the official Mamba tests' y tolerances, and
 # gradients a few times looser.
-TOL_INTERPRETER = {torch.float32: (1e-4, 1e-5), torch.float16: (2e-3, 2e-3), torch.bfloat16: (2e-2, 2e-2)}
-TOL_GPU = {torch.float32: ((6e-4, 2e-3), (2e-3, 1e-2)), torch.bfloat16: ((3e-2, 5e-2), (6e-2, 1e-1))}
+TOL_INTERPRETER = {torch.float32: (1e-4, 1e-5), torch.float16: (2e-3, 2e-3),
+                   torch.bfloat16: (2e-2, 2e-2)}
+TOL_GPU = {torch.float32: ((6e-4, 2e-3), (2e-3, 1e-2)),
+           torch.bfloat16: ((3e-2, 5e-2), (6e-2, 1e-1))}
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -31,16 +33,18 @@ def poison_outputs(monkeypatch):
 
 def make_inputs(batch, length, dim, dstate, dtype=torch.float32, device="cpu", D=True, z=True,
                 delta_bias=True, seed=0):
-    """Random scan inputs with grads on; A in the S4D-real range (-1..-dstate), as Mamba initialises it."""
+    """Random scan inputs with grads on; A in the S4D-real range (-1..-dstate), as Mamba
+    initialises it."""
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=g)   # noqa: E731
     x = dict(u=rand(batch, length, dim), delta=0.5 * rand(batch, length, dim),
-             A=-torch.arange(1, dstate + 1.0).repeat(dim, 1) * (0.5 + torch.rand(dim, 1, generator=g)),
+             A=-(0.5 + torch.rand(dim, 1, generator=g)) * torch.arange(1, dstate + 1.0),
              B=rand(batch, length, dstate), C=rand(batch, length, dstate),
              D=rand(dim) if D else None, z=rand(batch, length, dim) if z else None,
              delta_bias=0.3 * rand(dim) if delta_bias else None)
     low = {"u", "delta", "B", "C", "z"}                  # inputs in the activation dtype
-    return {k: None if v is None else v.to(device, dtype if k in low else torch.float32).requires_grad_()
+    return {k: None if v is None
+            else v.to(device, dtype if k in low else torch.float32).requires_grad_()
             for k, v in x.items()}
 
 
@@ -55,15 +59,16 @@ def run_with_grads(fn, inputs, dy, **kwargs):
 def assert_matches_reference(inputs, delta_softplus, tol_y, tol_grad, **tiles):
     u = inputs["u"]
     dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.device, u.dtype)
-    y, grads = run_with_grads(scan_kernel.selective_scan_triton, inputs, dy, delta_softplus=delta_softplus,
-                              **tiles)
+    y, grads = run_with_grads(scan_kernel.selective_scan_triton, inputs, dy,
+                              delta_softplus=delta_softplus, **tiles)
     y_ref, grads_ref = run_with_grads(selective_scan_ref, inputs, dy, delta_softplus=delta_softplus)
     assert y.dtype == u.dtype and y.shape == u.shape
     torch.testing.assert_close(y, y_ref, rtol=tol_y[0], atol=tol_y[1])
     assert grads.keys() == grads_ref.keys()
     for name, g_ref in grads_ref.items():
-        if name != "A" or u.shape[1] > 1:                # at L = 1, dA is 0: it multiplies h_{-1} = 0
-            assert g_ref.abs().max() > 0, f"reference d{name} is all zero: the comparison would prove nothing"
+        if name != "A" or u.shape[1] > 1:        # at L = 1, dA is 0: it multiplies h_{-1} = 0
+            assert g_ref.abs().max() > 0, (
+                f"reference d{name} is all zero: the comparison would prove nothing")
         assert grads[name].dtype == inputs[name].dtype
         torch.testing.assert_close(grads[name], g_ref, rtol=tol_grad[0], atol=tol_grad[1],
                                    msg=lambda m: f"d{name}: {m}")
@@ -92,23 +97,25 @@ def test_each_optional_input_matches_reference(D, z, delta_bias, delta_softplus)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_match_reference(dtype):
     inputs = make_inputs(2, 13, 3, 3, dtype=dtype)
-    assert_matches_reference(inputs, True, TOL_INTERPRETER[dtype], TOL_INTERPRETER[dtype], chunk=8, block_d=2)
+    tol = TOL_INTERPRETER[dtype]
+    assert_matches_reference(inputs, True, tol, tol, chunk=8, block_d=2)
 
 
 def test_saved_states_are_the_states_entering_each_chunk():
     x = make_inputs(2, 33, 3, 3, D=False, z=False, delta_bias=False)
     x = {k: v.detach() if v is not None else None for k, v in x.items()}
     _, h_saved = scan_kernel._scan_forward(*(x[k] for k in NAMES), False, 16, 2, True)
-    assert h_saved.shape == (2, 3, 3, 3)                 # (B, n_chunks, D, N): no (B, L, D, N) tensor
+    assert h_saved.shape == (2, 3, 3, 3)           # (B, n_chunks, D, N): no (B, L, D, N) tensor
     # Reference states: scan one channel-state pair at a time with C = e_n picking h[..., n].
     u, delta, A, B = x["u"], x["delta"], x["A"], x["B"]
-    for c, t in enumerate((16, 32)):                     # chunks 1 and 2 start after steps 15 and 31
+    for c, t in enumerate((16, 32)):               # chunks 1 and 2 start after steps 15 and 31
         for n in range(3):
             C = torch.zeros_like(B)
             C[..., n] = 1.0
-            h_ref = selective_scan_ref(u[:, :t], delta[:, :t], A, B[:, :t], C[:, :t])[:, -1]  # (B, D)
+            y = selective_scan_ref(u[:, :t], delta[:, :t], A, B[:, :t], C[:, :t])  # (B, t, D)
+            h_ref = y[:, -1]                                                      # (B, D)
             torch.testing.assert_close(h_saved[:, c + 1, :, n], h_ref, rtol=1e-4, atol=1e-5)
-    assert torch.all(h_saved[:, 0] == 0)                 # h_{-1} = 0
+    assert torch.all(h_saved[:, 0] == 0)           # h_{-1} = 0
 
 
 def test_inference_skips_state_saves_and_gives_the_same_output(monkeypatch):
@@ -127,12 +134,14 @@ def test_inference_skips_state_saves_and_gives_the_same_output(monkeypatch):
 def test_non_contiguous_inputs_match_reference():
     """Mamba passes x and z as halves of one projection, and x after a transpose: strided views."""
     inputs = make_inputs(2, 7, 3, 3)
-    u_z = torch.cat([inputs["u"].detach(), inputs["z"].detach()], dim=-1).requires_grad_()  # (B, L, 2D)
+    u_z = torch.cat([inputs["u"].detach(), inputs["z"].detach()], dim=-1)   # (B, L, 2D)
+    u_z.requires_grad_()
     u, z = u_z.chunk(2, dim=-1)
     delta = inputs["delta"].detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
     assert not (u.is_contiguous() or z.is_contiguous() or delta.is_contiguous())
     tol = TOL_INTERPRETER[torch.float32]
-    assert_matches_reference({**inputs, "u": u, "z": z, "delta": delta}, True, tol, tol, chunk=16, block_d=2)
+    assert_matches_reference({**inputs, "u": u, "z": z, "delta": delta}, True, tol, tol,
+                             chunk=16, block_d=2)
 
 
 def test_ssm_selective_scan_reaches_this_kernel_with_the_triton_backend(monkeypatch):
@@ -182,6 +191,22 @@ def test_bad_inputs_raise_one_clear_error(monkeypatch):
         monkeypatch.delenv("TRITON_INTERPRET")
         with pytest.raises(scan_kernel.ScanKernelError, match="needs CUDA tensors"):
             call()
+
+
+def test_smoke_check_compares_the_output_and_every_gradient_with_a_loop(capsys):
+    assert scan_kernel.main(["--length", "19", "--dim", "3", "--dstate", "2"]) is True
+    out = capsys.readouterr().out
+    for name in ("y", *(f"d{k}" for k in NAMES)):
+        assert f"max |{name} - {name}_loop|" in out
+    assert out.splitlines()[-1] == "PASS" and "FAIL" not in out
+    assert " ms" not in out                              # a correctness check: timing is elsewhere
+
+
+def test_smoke_check_fails_when_the_loop_disagrees(monkeypatch, capsys):
+    loop = scan_kernel._scan_loop
+    monkeypatch.setattr(scan_kernel, "_scan_loop", lambda **x: 1.01 * loop(**x))
+    assert scan_kernel.main(["--length", "5", "--dim", "2", "--dstate", "2"]) is False
+    assert capsys.readouterr().out.splitlines()[-1].startswith("FAIL")
 
 
 # --- CUDA only: real sizes, fp32 and bf16 -------------------------------------------------------
