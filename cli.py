@@ -5,7 +5,8 @@ A config is a flat dataclass whose fields are declared with `option(default, doc
 field's `--help` text. `parse_config(Config, argv)` gives every field a dash-style flag
 (`batch_size` -> `--batch-size`), a bool field a switch, and a field declared
 `positional=True` a required positional argument. `given_flags` returns only the flags actually
-typed, for callers that layer values (defaults, then a stored run's config, then a preset, then the typed flags).
+typed, for callers that layer values (defaults, then a stored run's config, then a preset, then
+the typed flags).
 
 `atomic_write(path, write)` calls `write(tmp)` on a temporary file beside `path`, then renames it
 over `path`: a reader (or a kill -9) sees the old file or the whole new one, never half; the

@@ -68,8 +68,9 @@ else:  # the profiler's own dependencies, never loaded while standing in for the
 
 SWEEPS = ("latency", "train", "compare", "scan")
 PEAK_TBPS = {"h200": 4.8, "h100": 3.35, "a100": 2.0}  # HBM peak by GPU name (SXM parts)
-# The performance targets on latency, per batch: (name, numerator, denominator, test, threshold) on a ratio
-# of median times per env step; keys (model, mode, K), "lo" / "hi": the smallest / largest K.
+# The performance targets on latency, per batch: (name, numerator, denominator, test,
+# threshold) on a ratio of median times per env step; keys (model, mode, K), "lo" / "hi": the
+# smallest / largest K.
 LATENCY_TARGETS = (
     ("recurrent flat", ("mamba", "recurrent", "hi"), ("mamba", "recurrent", "lo"), "<=", 1.3),
     ("DT grows", ("dt", "window", "hi"), ("dt", "window", "lo"), ">", 1.3),

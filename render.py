@@ -188,7 +188,8 @@ def plot_bands(runs, panel, series, ylabel, path, log=False, data_mean=False):
         data = next(r.config.get("data", {}) for r in runs if panel(r) == name)
         if data_mean and "return_mean" in data:
             ax.axhline(data["return_mean"], color="grey", ls=":", label="dataset mean")
-        ax.set(xlabel="optimiser step", ylabel=ylabel, title=name, yscale="log" if log else "linear")
+        ax.set(xlabel="optimiser step", ylabel=ylabel, title=name,
+               yscale="log" if log else "linear")
         ax.legend(fontsize=7)
     save_png(fig, path)
 

@@ -348,7 +348,8 @@ def write_report(cfg: ReportConfig) -> Path:
         plot_targets(runs, png)
         targets = sorted({res["target_return"] for r in runs for res in r.sweep or r.evals})
         doc += [f"Targets evaluated: {', '.join(f'{t:g}' for t in targets)} (the runs' target "
-                "sweeps, targets.json, where an env has any; else eval.json). Points on the diagonal mean the "
+                "sweeps, targets.json, where an env has any; else eval.json). Points on the "
+                "diagonal mean the "
                 "model achieves the return it is asked for; a flat line means the target is "
                 "ignored.", "", f"![achieved vs target]({rel(png)})"]
     else:

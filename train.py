@@ -31,7 +31,7 @@ import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,17 +39,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import atomic_write, given_flags, option, write_json
+from cli import atomic_write, flag_name, given_flags, option, write_json
 from collect import resolve_dataset
-from data import ENVS, LEVELS, DataError, TrajectoryDataset, check_fits_env, load_trajectories, \
-    normalized_score
-from dt import DecisionConfig, DecisionModel, ModelError, count_parameters
+from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
+    load_trajectories, normalized_score
+from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
 from evaluate import EVAL_SEED, TARGET_RETURNS, EvalError, evaluate, resolve_device, \
     resolve_mode, summary_line
 from ssm import default_scan_backend
-
-MODELS = {"dt": "gpt", "mamba": "mamba"}  # --model -> DecisionConfig.backbone
-MAX_EP_LEN = 1000  # the envs' time limit; rows of the timestep embedding
 
 
 @dataclass
@@ -58,67 +55,53 @@ class TrainConfig:
     env: str = option("hopper", "hopper | halfcheetah | walker2d")
     dataset: str = option("medium", "random | medium | medium-replay | expert | medium-expert; "
                                     "data/{env}-{dataset}.hdf5, generated if missing")
-    data: str = option(None, "train on this D4RL .hdf5 file or Minari folder instead of --dataset",
-                       type=str)
+    data: str = option(None, "D4RL .hdf5 file or Minari folder (instead of --dataset)", type=str)
     steps: int = option(500, "optimiser steps in total")
     batch_size: int = option(32, "B, windows per step")
     context: str = option("20", "K, env steps per window, or 'full' for whole episodes")
     lr: float = option(1e-3, "peak learning rate of AdamW")
-    weight_decay: float = option(1e-4, "AdamW weight decay (not on norms, biases, embeddings, "
-                                       "A_log, D)")
+    weight_decay: float = option(1e-4, "AdamW decay (not on norms, biases, embeddings, A_log, D)")
     warmup_steps: int = option(300, "linear learning-rate warmup from 0, then constant")
     grad_clip: float = option(0.25, "clip the gradient's global norm to this")
     return_scale: float = option(1000.0, "returns-to-go are divided by this")
     d_model: int = option(64, "model width, both backbones")
     n_layer: int = option(2, "Decision Transformer blocks")
-    mamba_n_layer: int = option(3, "Decision Mamba blocks (about 1.5 per transformer block "
-                                   "gives the same parameter count)")
+    mamba_n_layer: int = option(3, "Decision Mamba blocks (1.5 per DT block: same parameter count)")
     n_head: int = option(1, "attention heads (Decision Transformer)")
-    activation: str = option("relu", "Decision Transformer MLP activation: relu (as the DT "
-                                     "paper's code) | gelu")
+    activation: str = option("relu", "DT MLP activation: relu (as the DT paper's code) | gelu")
     dropout: float = option(0.1, "dropout probability")
     seed: int = option(0, "seed of the initial weights, batch sampling and dropout")
     device: str = option("auto", "auto | cpu | cuda")
-    compile: bool = option(False, "torch.compile the model for training (slow start, faster "
-                                  "steps on a GPU)")
+    compile: bool = option(False, "torch.compile the model (slow start, faster GPU steps)")
     out: str = option(None, "run folder (default runs/{model}-{env}-{dataset}[-{preset}]-s{seed})",
                       type=str)
     resume: bool = option(False, "continue the run in --out from its checkpoint")
     log_every: int = option(100, "steps between lines of metrics.jsonl")
-    save_every: int = option(1000, "steps between checkpoints (also saved at every evaluation, "
-                                   "at the end and on Ctrl-C)")
+    save_every: int = option(1000, "steps between checkpoints (also at evals, end, Ctrl-C)")
     eval_every: int = option(0, "steps between evaluations during training (0: only at the end)")
     eval_episodes: int = option(10, "episodes per evaluation (one batch)")
     target: float = option(None, "target return to condition on (default hopper 3600, "
                                  "halfcheetah 12000, walker2d 5000)", type=float)
-    eval_mode: str = option("auto", "auto | window | recurrent; auto = recurrent for a Mamba "
-                                    "trained with --context full, window otherwise")
+    eval_mode: str = option("auto", "window | recurrent | auto: recurrent for a full-context Mamba")
     eval_seed: int = option(EVAL_SEED, "evaluation episode i resets with seed EVAL_SEED + i")
-    max_episode_steps: int = option(None, "cut evaluation episodes at this many steps (quick "
-                                          "checks; default the env's 1000)", type=int)
-    preset: str = option(None, "paper: the Decision Transformer paper's settings (explicit flags "
-                               "still win)", type=str)
+    max_episode_steps: int = option(None, "cut eval episodes at N steps (quick checks)", type=int)
+    preset: str = option(None, "paper (the DT paper's settings) | report; flags win", type=str)
 
 
 REPORT_STEPS = 4000  # the pilot's budget (REPORT.md, "The pilot that chose the step budget")
 
-# The Decision Transformer paper's settings (Chen et al. 2021, appendix): 100k steps, batch 64,
-# lr 1e-4, weight decay 1e-4, 10k warmup, clip 0.25, K 20, returns / 1000, 3 blocks of width 128.
+# The Decision Transformer paper's settings (Chen et al. 2021, appendix).
 PRESETS = {"paper": dict(steps=100_000, batch_size=64, lr=1e-4, weight_decay=1e-4,
                          warmup_steps=10_000, grad_clip=0.25, context="20", return_scale=1000.0,
                          d_model=128, n_layer=3, mamba_n_layer=5, n_head=1, dropout=0.1,
                          eval_every=10_000, eval_episodes=100, save_every=5000),
-           # REPORT.md's runs: the default small models, trained for the step budget that the
-           # pilot chose (REPORT.md, "The pilot"), evaluated on 20 episodes every 1000 steps for
-           # the curves; experiments.sh then scores the last checkpoint on 100 episodes at the DT
-           # paper's two targets (python evaluate.py RUN --episodes 100 --target HIGH LOW).
+           # REPORT.md's runs: the default models for the pilot's budget, curves from 20-episode
+           # evals; experiments.sh then scores the last checkpoint at the DT paper's targets.
            "report": dict(steps=REPORT_STEPS, eval_every=1000, eval_episodes=20, save_every=1000)}
 # Settings a resumed run may change; any other difference would not continue the same run.
-# Settings that runs saved before they existed had, so that such runs still resume.
-OLD_RUN_DEFAULTS = {"activation": "gelu"}
-RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every",
-             "eval_every", "eval_episodes", "target", "eval_mode", "eval_seed",
-             "max_episode_steps", "preset"}
+RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every", "eval_every",
+             "eval_episodes", "target", "eval_mode", "eval_seed", "max_episode_steps", "preset"}
+OLD_RUN_DEFAULTS = {"activation": "gelu"}  # settings that runs saved before they existed had
 
 
 class TrainError(ValueError):
@@ -126,7 +109,6 @@ class TrainError(ValueError):
 
 
 # ----------------------------------------------------------------------------- checks
-
 def check_config(cfg: TrainConfig) -> None:
     """TrainError for settings that cannot work, before anything is loaded or written."""
     choices = {"model": tuple(MODELS), "env": tuple(ENVS), "dataset": LEVELS,
@@ -139,22 +121,17 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.context != "full" and not (cfg.context.isdigit() and int(cfg.context) >= 1):
         raise TrainError(f"--context must be a positive number of steps or 'full', "
                          f"got {cfg.context!r}.")
-    bounds = {  # name: (lowest allowed, why)
-        "steps": 1, "batch_size": 1, "log_every": 1, "save_every": 1, "eval_episodes": 1,
-        "d_model": 1, "n_layer": 1, "mamba_n_layer": 1, "n_head": 1, "warmup_steps": 0,
-        "eval_every": 0, "seed": 0, "eval_seed": 0}
-    for name, lowest in bounds.items():
-        if getattr(cfg, name) < lowest:
-            raise TrainError(f"--{name.replace('_', '-')} must be at least {lowest}, "
-                             f"got {getattr(cfg, name)}.")
+    lowest = {"steps": 1, "batch_size": 1, "log_every": 1, "save_every": 1, "eval_episodes": 1,
+              "d_model": 1, "n_layer": 1, "mamba_n_layer": 1, "n_head": 1, "warmup_steps": 0,
+              "eval_every": 0, "seed": 0, "eval_seed": 0, "max_episode_steps": 1}
+    for name, low in lowest.items():
+        if (value := getattr(cfg, name)) is not None and value < low:  # None: the default
+            raise TrainError(f"{flag_name(name)} must be at least {low}, got {value}.")
     if cfg.seed >= 2**32 or cfg.eval_seed >= 2**32:
         raise TrainError("--seed and --eval-seed must be below 2**32.")
-    if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
-        raise TrainError(f"--max-episode-steps must be at least 1, got {cfg.max_episode_steps}.")
     for name in ("lr", "grad_clip", "return_scale"):
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and value > 0):
-            raise TrainError(f"--{name.replace('_', '-')} must be a positive number, got {value}.")
+        if not (math.isfinite(value := getattr(cfg, name)) and value > 0):
+            raise TrainError(f"{flag_name(name)} must be a positive number, got {value}.")
     if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
         raise TrainError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}.")
     if not 0 <= cfg.dropout < 1:
@@ -174,9 +151,9 @@ def default_out(cfg_values: dict) -> str:
     return f"runs/{cfg_values['model']}-{cfg_values['env']}-{data}{preset}-s{cfg_values['seed']}"
 
 
-def read_checkpoint(path: Path, device="cpu") -> dict:
+def read_checkpoint(path: Path) -> dict:
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file: say which and what to do
         raise TrainError(f"{path} cannot be read ({type(e).__name__}); move it away and start "
                          "again, or pass another --out.") from None
@@ -204,7 +181,7 @@ def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
     for name, value in asdict(cfg).items():
         stored = ckpt["config"].get(name, OLD_RUN_DEFAULTS.get(name))
         if name not in RESUMABLE and stored != value:
-            flag = f"--{name.replace('_', '-')}"
+            flag = flag_name(name)
             raise TrainError(f"{run_dir} was trained with {flag} {stored}, not {value}; "
                              f"resume with the same {flag} or start a new run with another --out.")
     return ckpt
@@ -217,31 +194,26 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = run_dir / "lock"
 
-    def holder(self) -> int | None:
-        """The pid holding the lock, if that process is alive."""
+    def refuse_if_held(self) -> None:
         try:
             pid = int(self.path.read_text())
         except (OSError, ValueError):  # no lock, or a lock cut short by a kill
-            return None
+            return
         try:
             os.kill(pid, 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
-            return None
+            return
         except PermissionError:  # it exists, as another user's process
             pass
-        return pid if pid > 0 else None
-
-    def refuse_if_held(self) -> None:
-        if (pid := self.holder()) is not None:
+        if pid > 0:
             raise TrainError(f"another training (pid {pid}) is using {self.path.parent}; wait "
                              "for it or pass another --out.")
 
     def __enter__(self):
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
+                with open(self.path, "x") as f:  # "x": fails if the file exists
+                    f.write(str(os.getpid()))
                 return self
             except FileExistsError:
                 self.refuse_if_held()
@@ -252,23 +224,11 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def read_metrics(path: Path, until_step=None) -> list[str]:
-    """The lines of metrics.jsonl (up to until_step), skipping a half-written last line."""
-    lines = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a kill in mid-write: that record never finished
-            continue
-        if until_step is None or record.get("step", 0) <= until_step:
-            lines.append(line)
-    return lines
-
-
-def saving_to(run_dir: Path, write):
-    """Run write(); a disk or permission problem becomes one sentence naming the folder."""
+@contextmanager
+def writing_to(run_dir: Path):
+    """A disk or permission problem in the block becomes one sentence naming the folder."""
     try:
-        return write()
+        yield
     except OSError as e:
         raise TrainError(f"cannot write to {run_dir} ({e.strerror or e}); free some disk space "
                          "or fix the folder's permissions, then --resume.") from None
@@ -291,15 +251,13 @@ class StopOnCtrlC:
         signal.signal(signal.SIGINT, self.previous)
 
 
-# ----------------------------------------------------------------------------- build / restore
-
+# ----------------------------------------------------------------------------- build, restore, save
 @dataclass
 class Run:
     """Everything the loop touches: the model and its optimiser, the data, the RNG, the counters."""
     cfg: TrainConfig
     run_dir: Path
     model: DecisionModel
-    model_cfg: DecisionConfig
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     dataset: TrajectoryDataset
@@ -320,13 +278,13 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     random.seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)  # batch sampling
     torch.manual_seed(cfg.seed)  # initial weights and dropout
-
     data_path = Path(cfg.data) if cfg.data else resolve_dataset(cfg.env, cfg.dataset)
     trajectories = load_trajectories(data_path)
     check_fits_env(trajectories, cfg.env, source=str(data_path))
     stats = {} if ckpt is None else {"state_mean": ckpt["state_mean"].numpy(),
                                      "state_std": ckpt["state_std"].numpy()}
-    dataset = TrajectoryDataset(trajectories, context_len, MAX_EP_LEN, cfg.return_scale, **stats)
+    dataset = TrajectoryDataset(trajectories, context_len, MAX_EPISODE_STEPS, cfg.return_scale,
+                                **stats)
     if cfg.model == "dt" and context_len is None:
         print(f"warning: --context full gives the transformer {3 * dataset.context_len} tokens per "
               "window; attention cost grows with their square (slow).")
@@ -334,7 +292,7 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
         model_cfg = DecisionConfig(
             state_dim=dataset.state_dim, act_dim=dataset.act_dim, backbone=MODELS[cfg.model],
             d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
-            context_len=dataset.context_len, max_ep_len=MAX_EP_LEN,
+            context_len=dataset.context_len, max_ep_len=MAX_EPISODE_STEPS,
             mamba_n_layer=cfg.mamba_n_layer, activation=cfg.activation)
     except ModelError as e:
         raise TrainError(str(e)) from None
@@ -342,7 +300,7 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     optimizer = torch.optim.AdamW(model.optim_groups(cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-    run = Run(cfg, run_dir, model, model_cfg, optimizer, scheduler, dataset, data_path, np_rng,
+    run = Run(cfg, run_dir, model, optimizer, scheduler, dataset, data_path, np_rng,
               device, resolve_mode(cfg.eval_mode, MODELS[cfg.model], context_len is None),
               cfg.target if cfg.target is not None else TARGET_RETURNS[cfg.env])
     if ckpt is not None:
@@ -362,40 +320,65 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
 def save_checkpoint(run: Run) -> None:
     """ckpt.pt as a plain dict, written atomically; refuses weights that are no longer finite."""
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
-        raise TrainError(f"the weights became nan/inf by step {run.step}; {last_good(run)}; "
-                         f"{NAN_HINT}")
+        raise nan_error(run, f"the weights became nan/inf by step {run.step}")
     rng = {"numpy": run.np_rng.bit_generator.state, "torch": torch.get_rng_state(),
            "python": random.getstate()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state()
     state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
              "scheduler": run.scheduler.state_dict(), "step": run.step, "time": run.elapsed,
-             "rng": rng, "config": asdict(run.cfg), "model_config": asdict(run.model_cfg),
+             "rng": rng, "config": asdict(run.cfg), "model_config": asdict(run.model.config),
              "env": run.cfg.env, "state_mean": torch.from_numpy(run.dataset.state_mean),
              "state_std": torch.from_numpy(run.dataset.state_std),
              "return_scale": run.cfg.return_scale}
-    saving_to(run.run_dir, lambda: atomic_write(run.run_dir / "ckpt.pt",
-                                                lambda tmp: torch.save(state, tmp)))
+    with writing_to(run.run_dir):
+        atomic_write(run.run_dir / "ckpt.pt", lambda tmp: torch.save(state, tmp))
     run.saved_step = run.step
 
 
-NAN_HINT = ("try a lower --lr, or check the data's rewards and --return-scale (returns-to-go "
-            "of order 1 train best)")
-
-
-def last_good(run: Run) -> str:
-    return (f"the last good checkpoint (step {run.saved_step}) is in {run.run_dir}"
+def nan_error(run: Run, what: str) -> TrainError:
+    """what became nan/inf, where the last good checkpoint is, and what to try."""
+    last = (f"the last good checkpoint (step {run.saved_step}) is in {run.run_dir}"
             if run.saved_step is not None else "no checkpoint had been saved yet")
+    return TrainError(f"{what}; {last}; try a lower --lr, or check the data's rewards and "
+                      "--return-scale (returns-to-go of order 1 train best).")
+
+def start_files(run: Run) -> dict:
+    """metrics.jsonl cut back to the checkpoint's step (a resumed run logs the later steps
+    again), then config.json: settings, model, device, scan, data. Returns the data summary."""
+    metrics = run.run_dir / "metrics.jsonl"
+    kept = []
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        try:
+            if json.loads(line).get("step", 0) <= run.step:
+                kept.append(line + "\n")
+        except json.JSONDecodeError:  # a kill in mid-write: that record never finished
+            pass
+    summary = run.dataset.summary()
+    summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
+    with writing_to(run.run_dir):
+        atomic_write(metrics, lambda tmp: Path(tmp).write_text("".join(kept)))
+        write_json(run.run_dir / "config.json", {
+            "train": asdict(run.cfg), "model": asdict(run.model.config), "eval_mode": run.eval_mode,
+            "target_return": run.target, "device": str(run.device),
+            "parameters": {"without_timestep_table": count_parameters(run.model),
+                           "all": count_parameters(run.model, exclude_timestep=False)},
+            # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
+            "scan_backend": (default_scan_backend(run.device, run.model.config.d_state)
+                             if run.model.config.backbone == "mamba" else None),
+            "data": {"path": str(run.data_path), **summary},
+            "versions": {"torch": torch.__version__, "numpy": np.__version__,
+                         "python": sys.version.split()[0]}})
+    return summary
 
 
 def log(run: Run, record: dict) -> None:
-    def append():
-        with open(run.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-    saving_to(run.run_dir, append)
+    with writing_to(run.run_dir), open(run.run_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def run_eval(run: Run) -> dict:
+    """Evaluate the model (then back to training mode) and log the result's summary."""
     cfg = run.cfg
     result = evaluate(run.model, cfg.env, run.dataset.state_mean, run.dataset.state_std,
                       cfg.return_scale, run.target, episodes=cfg.eval_episodes,
@@ -407,27 +390,21 @@ def run_eval(run: Run) -> dict:
     return result
 
 
-def write_run_config(run: Run) -> dict:
-    """config.json: the settings, the model's, the device, the scan, the data; returns the
-    data summary."""
-    summary = run.dataset.summary()
-    summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
-    saving_to(run.run_dir, lambda: write_json(run.run_dir / "config.json", {
-        "train": asdict(run.cfg), "model": asdict(run.model_cfg), "eval_mode": run.eval_mode,
-        "target_return": run.target, "device": str(run.device),
-        "parameters": {"without_timestep_table": count_parameters(run.model),
-                       "all": count_parameters(run.model, exclude_timestep=False)},
-        # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
-        "scan_backend": (default_scan_backend(run.device, run.model_cfg.d_state)
-                         if run.model_cfg.backbone == "mamba" else None),
-        "data": {"path": str(run.data_path), **summary},
-        "versions": {"torch": torch.__version__, "numpy": np.__version__,
-                     "python": sys.version.split()[0]}}))
-    return summary
+def final_eval(run: Run, summary: dict) -> None:
+    """Score the last checkpoint, print it beside the data's own return, write eval.json."""
+    cfg, result = run.cfg, run_eval(run)
+    print(f"{cfg.model} on {cfg.env} ({run.data_path.name}: mean return "
+          f"{summary['return_mean']:.0f}, normalised {summary['return_mean_normalized']:.1f}), "
+          f"step {run.step}:\n  {summary_line(result)}")
+    with writing_to(run.run_dir):
+        write_json(run.run_dir / "eval.json", {
+            "run_dir": str(run.run_dir), "env": cfg.env, "model": cfg.model, "step": run.step,
+            "device": str(run.device), "config": {
+                "episodes": cfg.eval_episodes, "seed": cfg.eval_seed, "mode": run.eval_mode,
+                "target": [run.target]}, "results": [result]})
 
 
 # ----------------------------------------------------------------------------- the loop
-
 def train(cfg: TrainConfig) -> Path:
     """Train, checkpoint, evaluate; return the run folder. Raises TrainError / DataError /
     EvalError for problems the user can fix and KeyboardInterrupt after saving on Ctrl-C."""
@@ -435,12 +412,10 @@ def train(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.out or default_out(asdict(cfg)))
     ckpt = check_run_folder(cfg, run_dir)
     run = build(cfg, run_dir, ckpt)  # loads the data and builds the model: nothing written yet
-    saving_to(run_dir, lambda: run_dir.mkdir(parents=True, exist_ok=True))
+    with writing_to(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir), StopOnCtrlC() as ctrl_c:
-        lines = read_metrics(run_dir / "metrics.jsonl", run.step) if ckpt else []
-        saving_to(run_dir, lambda: atomic_write(run_dir / "metrics.jsonl", lambda tmp: Path(
-            tmp).write_text("".join(line + "\n" for line in lines))))  # drop lines past ckpt
-        data_summary = write_run_config(run)
+        data_summary = start_files(run)
         forward = torch.compile(run.model) if cfg.compile else run.model
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda"
                     else nullcontext())
@@ -448,13 +423,7 @@ def train(cfg: TrainConfig) -> Path:
         losses, tick = [], time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=run.step, desc=f"{cfg.model} {cfg.env}",
                    unit="step", dynamic_ncols=True)
-        while run.step < cfg.steps:
-            if ctrl_c.requested:
-                save_checkpoint(run)
-                bar.close()
-                print(f"stopped at step {run.step}; checkpoint saved in {run_dir}; continue "
-                      f"with `python train.py --out {run_dir} --resume`")
-                raise KeyboardInterrupt
+        while run.step < cfg.steps and not ctrl_c.requested:
             batch = {k: v.to(run.device, non_blocking=True)
                      for k, v in run.dataset.sample(cfg.batch_size, run.np_rng).items()}
             with autocast:
@@ -462,8 +431,7 @@ def train(cfg: TrainConfig) -> Path:
                                   batch["timesteps"], batch["mask"], targets=batch["actions"])
             if not math.isfinite(loss_value := loss.item()):
                 bar.close()
-                raise TrainError(f"loss became {loss_value} at step {run.step + 1}; "
-                                 f"{last_good(run)}; {NAN_HINT}.")
+                raise nan_error(run, f"loss became {loss_value} at step {run.step + 1}")
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
@@ -488,23 +456,16 @@ def train(cfg: TrainConfig) -> Path:
                 save_checkpoint(run)
         bar.close()
         save_checkpoint(run)
-        result = run_eval(run)
-        print(f"{cfg.model} on {cfg.env} ({run.data_path.name}: mean return "
-              f"{data_summary['return_mean']:.0f}, normalised "
-              f"{data_summary['return_mean_normalized']:.1f}), step {run.step}:\n  "
-              f"{summary_line(result)}")
-        saving_to(run_dir, lambda: write_json(run_dir / "eval.json", {
-            "run_dir": str(run_dir), "env": cfg.env, "model": cfg.model, "step": run.step,
-            "device": str(run.device), "config": {"episodes": cfg.eval_episodes,
-                                                  "seed": cfg.eval_seed, "mode": run.eval_mode,
-                                                  "target": [run.target]},
-            "results": [result]}))
+        if run.step < cfg.steps:  # stopped by Ctrl-C
+            print(f"stopped at step {run.step}; checkpoint saved in {run_dir}; continue "
+                  f"with `python train.py --out {run_dir} --resume`")
+            raise KeyboardInterrupt
+        final_eval(run, data_summary)
     print(f"run folder: {run_dir}  (evaluate again: python evaluate.py {run_dir} --episodes 100)")
     return run_dir
 
 
 # ----------------------------------------------------------------------------- command line
-
 def parse_config(argv=None) -> TrainConfig:
     """Flags -> TrainConfig. Values come from, lowest first: the defaults, the stored config of
     a run being resumed, --preset if given, then the other flags given."""
@@ -515,11 +476,7 @@ def parse_config(argv=None) -> TrainConfig:
         out = Path(given.get("out") or default_out({**values, **given}))
         if (out / "ckpt.pt").is_file():
             values.update({**OLD_RUN_DEFAULTS, **read_checkpoint(out / "ckpt.pt")["config"]})
-    if "preset" in given:
-        if given["preset"] not in PRESETS:
-            raise TrainError(f"unknown preset {given['preset']!r}: choose one of "
-                             f"{', '.join(PRESETS)}.")
-        values.update(PRESETS[given["preset"]])
+    values.update(PRESETS.get(given.get("preset"), {}))  # an unknown one: check_config says so
     values.update(given)
     return TrainConfig(**values)
 

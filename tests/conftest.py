@@ -1,7 +1,8 @@
 """Shared pytest setup.
 
 Without CUDA, Triton kernels can only run under Triton's interpreter, which must be switched on
-*before* triton is first imported; conftest.py is imported before any test module, so it is set here.
+*before* triton is first imported; conftest.py is imported before any test module, so it is set
+here.
 """
 import os
 

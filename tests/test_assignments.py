@@ -71,7 +71,8 @@ def test_check_passes_on_this_checkout_through_the_command_line():
 
 
 def test_bad_use_is_one_sentence():
-    assert run(["assignments.py", "check", "99"]).stderr.startswith("error: there is no exercise 99")
+    error = run(["assignments.py", "check", "99"]).stderr
+    assert error.startswith("error: there is no exercise 99")
     assert run(["assignments.py", "frobnicate"]).stderr.startswith("usage: python assignments.py")
     with pytest.raises(assignments.AssignmentError, match="begins but never ends"):
         assignments.regions("x = 1\n    # exercise 2: begin\ny = 2\n")

@@ -69,7 +69,8 @@ def test_out_that_is_a_file_is_refused_before_training(hopper_data, tmp_path, ca
     assert out.read_text() == "mine"
 
 
-def test_a_folder_holding_another_runs_files_is_not_overwritten(finished_run, hopper_data,  # noqa: F811
+def test_a_folder_holding_another_runs_files_is_not_overwritten(finished_run,  # noqa: F811
+                                                                 hopper_data,
                                                                  tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()

@@ -36,7 +36,8 @@ def expected_tokens(model, b):
     """(3K, C): R_1, s_1, a_1, R_2, ... each with its step's timestep embedding, normalised,
     padded steps zeroed."""
     time = model.embed_timestep(b["timesteps"])
-    per_step = [model.embed_return(b["returns_to_go"]) + time, model.embed_state(b["states"]) + time,
+    per_step = [model.embed_return(b["returns_to_go"]) + time,
+                model.embed_state(b["states"]) + time,
                 model.embed_action(b["actions"]) + time]
     B, K = b["mask"].shape
     tokens = torch.zeros(B, 3 * K, per_step[0].size(-1))

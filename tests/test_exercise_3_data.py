@@ -23,7 +23,8 @@ def test_returns_to_go_sums_the_rewards_from_each_step_to_the_end(rewards):
     assert got.shape == (len(rewards),), "one return-to-go per step"
     assert got.dtype == np.float32, "returns-to-go are float32 like the rest of the data"
     np.testing.assert_allclose(got, loop_returns_to_go(rewards), rtol=1e-6,
-                               err_msg="out[t] must be rewards[t] + rewards[t+1] + ... + rewards[-1]")
+                               err_msg="out[t] must be rewards[t] + rewards[t+1] + ... + "
+                                       "rewards[-1]")
 
 
 def labelled(lengths):

@@ -11,7 +11,8 @@ echo "$*" >> calls.log
 out=""; prev=""
 for a in "$@"; do [ "$prev" = --out ] && out=$a; prev=$a; done
 case $1 in
-  train.py) mkdir -p "$out"; for f in config.json metrics.jsonl ckpt.pt; do echo x > "$out/$f"; done ;;
+  train.py) mkdir -p "$out"
+            for f in config.json metrics.jsonl ckpt.pt; do echo x > "$out/$f"; done ;;
   evaluate.py) if [ -n "$out" ]; then echo sweep > "$out"; else echo e > "$2/eval.json"; fi ;;
 esac
 """

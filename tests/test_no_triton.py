@@ -1,4 +1,5 @@
-"""The project must import and run where triton is not installed (macOS, Windows, CPU-only users)."""
+"""The project must import and run where triton is not installed (macOS, Windows, CPU-only
+users)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ import torch, collect, data, dt, evaluate, report, ssm, td3, train
 model = dt.DecisionModel(dt.DecisionConfig(state_dim=11, act_dim=3, backbone="mamba"))
 B, K = 2, 5
 pred, loss = model(torch.randn(B, K, 11), torch.randn(B, K, 3), torch.randn(B, K, 1),
-                   torch.zeros(B, K, dtype=torch.long), torch.ones(B, K), targets=torch.zeros(B, K, 3))
+                   torch.zeros(B, K, dtype=torch.long), torch.ones(B, K),
+                   targets=torch.zeros(B, K, 3))
 loss.backward()
 assert sys.modules["triton"] is None and ssm.selective_scan is not None
 try:

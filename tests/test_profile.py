@@ -28,7 +28,8 @@ sys.path.insert(0, {root!r})
 assert importlib.util.find_spec("profile").origin == os.path.join({root!r}, "profile.py")
 import cProfile
 import profile
-assert profile.__file__ == os.path.join(sysconfig.get_paths()["stdlib"], "profile.py"), profile.__file__
+stdlib_profile = os.path.join(sysconfig.get_paths()["stdlib"], "profile.py")
+assert profile.__file__ == stdlib_profile, profile.__file__
 assert "torch" not in sys.modules  # standing in for the stdlib module loads nothing heavy
 cProfile.run("sum(range(10))", os.devnull)
 import torch
