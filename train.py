@@ -109,6 +109,7 @@ class TrainError(ValueError):
 
 
 # ----------------------------------------------------------------------------- checks
+
 def check_config(cfg: TrainConfig) -> None:
     """TrainError for settings that cannot work, before anything is loaded or written."""
     choices = {"model": tuple(MODELS), "env": tuple(ENVS), "dataset": LEVELS,
@@ -252,6 +253,7 @@ class StopOnCtrlC:
 
 
 # ----------------------------------------------------------------------------- build, restore, save
+
 @dataclass
 class Run:
     """Everything the loop touches: the model and its optimiser, the data, the RNG, the counters."""
@@ -405,6 +407,7 @@ def final_eval(run: Run, summary: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- the loop
+
 def train(cfg: TrainConfig) -> Path:
     """Train, checkpoint, evaluate; return the run folder. Raises TrainError / DataError /
     EvalError for problems the user can fix and KeyboardInterrupt after saving on Ctrl-C."""
@@ -466,6 +469,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 # ----------------------------------------------------------------------------- command line
+
 def parse_config(argv=None) -> TrainConfig:
     """Flags -> TrainConfig. Values come from, lowest first: the defaults, the stored config of
     a run being resumed, --preset if given, then the other flags given."""
