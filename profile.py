@@ -61,7 +61,7 @@ else:  # the profiler's own dependencies, never loaded while standing in for the
     import ssm
     from dt import MODELS, count_parameters
     from render import LATENCY_MODES, profile_markdown, profile_plots
-    from timing import (_proc_status_mb, latency_call, make_model, memory_cap, oom_guard,
+    from timing import (proc_status_mb, latency_call, make_model, memory_cap, oom_guard,
                         out_of_memory_note, peak_rss_mb, ratio, reset_peak_rss,
                         scan_backends, scan_bytes, scan_call, scan_fn, scan_inputs, time_cases,
                         train_step_call, versions)
@@ -199,7 +199,7 @@ def train_child_main(spec):
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    base_mb = _proc_status_mb("VmRSS") or peak_rss_mb()
+    base_mb = proc_status_mb("VmRSS") or peak_rss_mb()
     train_sweep_of(cfg, model_name, cpu, base_mb, lambda row: print(json.dumps(row), flush=True))
 
 

@@ -125,7 +125,7 @@ def ratio(a, b):
 
 # ----------------------------------------------------------------------------- memory
 
-def _proc_status_mb(key):
+def proc_status_mb(key):
     """A field of /proc/self/status (VmRSS, VmData, ...) in MB on Linux, None elsewhere."""
     try:
         with open("/proc/self/status") as f:
@@ -138,7 +138,7 @@ def peak_rss_mb():
     """Peak resident memory of this process (since the last reset_peak_rss) in MB. Linux: VmHWM,
     not ru_maxrss, which keeps the parent's peak across fork + exec and ignores the reset."""
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kB on Linux
-    return _proc_status_mb("VmHWM") or \
+    return proc_status_mb("VmHWM") or \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
@@ -155,7 +155,7 @@ def memory_cap(cap_gb, device):
     """CPU allocations beyond cap_gb more than the process's data now fail (Linux
     RLIMIT_DATA): torch then raises "can't allocate memory", reported as out of memory. On the
     way out, what the measurement left is collected (and CUDA's cache emptied)."""
-    data_mb = _proc_status_mb("VmData")
+    data_mb = proc_status_mb("VmData")
     capped = device.type == "cpu" and resource is not None and data_mb is not None
     if capped:
         previous = resource.getrlimit(resource.RLIMIT_DATA)
