@@ -14,9 +14,10 @@
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
 #   python report.py results/report-runs/* --out REPORT.md     then write the report
 #
-# One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed),
-# evaluates its last checkpoint on 100 episodes at the DT paper's two targets, sweeps six targets
-# (seed 0, medium and medium-replay: the return-conditioning figure), and copies the small run
+# One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed; a
+# folder left without a checkpoint is cleared first), evaluates its last checkpoint on 100
+# episodes at the DT paper's two targets, sweeps six targets (seed 0, medium and medium-replay:
+# the return-conditioning figure), and copies the small run
 # records (config.json, metrics.jsonl, eval.json, targets.json) to results/report-runs/NAME/.
 # A job whose records are there is finished and is skipped. Every job uses one torch thread.
 #
@@ -58,7 +59,9 @@ one() {  # one NAME TRAIN_FLAGS...
   local env seed dataset context=20 resume=()
   env=$(flag --env "$@"); seed=$(flag --seed "$@"); dataset=$(flag --dataset "$@")
   context=$(flag --context "$@" || echo 20)
-  [ -f "$run/ckpt.pt" ] && resume=(--resume)
+  if [ -f "$run/ckpt.pt" ]; then resume=(--resume)
+  elif [ -d "$run" ]; then rm -rf "$run"  # killed before its first checkpoint: nothing to keep
+  fi
   mkdir -p logs
   local log=logs/report-$name.log
   echo "$name: training (log: $log)"

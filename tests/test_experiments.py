@@ -67,6 +67,16 @@ def test_one_job_trains_evaluates_sweeps_copies_records_resumes_and_skips(tmp_pa
     shutil.rmtree(record)
     run_line()
     assert (tmp_path / "calls.log").read_text().splitlines()[3].endswith("--resume")
+    # killed before its first checkpoint: the half-made folder is cleared, trained from scratch
+    shutil.rmtree(record)
+    run = tmp_path / "runs/report/dt-walker2d-medium-s0"
+    (run / "ckpt.pt").unlink()
+    (run / "lock").write_text("1")
+    run_line()
+    assert not (run / "lock").exists()  # cleared: train.py refuses a folder with a config in it
+    trains = [c for c in (tmp_path / "calls.log").read_text().splitlines() if "train.py" in c]
+    assert len(trains) == 3 and "--resume" not in trains[-1]
+    assert (record / "eval.json").exists()
 
 
 def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(tmp_path):
