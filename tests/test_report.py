@@ -1,4 +1,5 @@
 """report.py on tiny run folders written here in train.py's format (no training, no env)."""
+import itertools
 import json
 import subprocess
 import sys
@@ -201,3 +202,28 @@ def test_crafted_run_files_are_skipped_or_read_around_not_a_traceback(runs, tmp_
     text = out.read_text()
     assert "config.json lacks env, dataset, seed, context" in text
     assert "no readable train.py config.json" in text
+
+
+def markdown_rows(lines):
+    """The cells of each row of the first markdown table in lines (header and rule skipped)."""
+    table = [line for line in itertools.dropwhile(lambda l: not l.startswith("|"), lines)]
+    table = list(itertools.takewhile(lambda l: l.startswith("|"), table))
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
+
+
+def test_readme_comparison_table_is_the_committed_reports():
+    """README's "comparison so far" table is copied by hand from REPORT.md: every number in it
+    must be REPORT.md's, and no cell of REPORT.md's higher-target table may be left out."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, l in enumerate(readme) if l.startswith("### The comparison so far"))
+    ours = markdown_rows(readme[start:])
+    generated = (ROOT / "REPORT.md").read_text().splitlines()
+    start = next(i for i, l in enumerate(generated) if l.startswith("At the higher target"))
+    report_rows = {(r[0], r[1]): r for r in markdown_rows(generated[start:])}
+    assert len(ours) == len(report_rows)
+    for env_data, mean, dt, mamba, diff, verdict in ours:
+        env, dataset = env_data.split(" / ")
+        row = report_rows[env, dataset]
+        assert f"({mean})" in row[3].split(" / ")[0], (env, dataset)
+        assert [dt, mamba] == [cell.split(" (n=")[0] for cell in row[4:6]], (env, dataset)
+        assert [diff, verdict] == row[6:8], (env, dataset)
