@@ -257,9 +257,13 @@ def load_checkpoint(cfg, path, obs_dim, act_dim):
     except Exception as e:
         raise DataError(f"{path} cannot be read ({type(e).__name__}): it is damaged; delete "
                         f"{path.parent} and train again without --resume.") from None
-    if saved["config"]["env"] != cfg.env or saved["config"]["hidden"] != cfg.hidden:
-        raise DataError(f"{path} is a {saved['config']['env']} run with hidden "
-                        f"{saved['config']['hidden']}: resume it with those settings.")
+    # what may change between calls: the length, the time limit, threads and where files go
+    free = {"steps", "max_minutes", "resume", "threads", "policy_dir", "log_dir"}
+    differ = [f"--{k.replace('_', '-')} {v}" for k, v in saved["config"].items()
+              if k not in free and getattr(cfg, k, v) != v]
+    if differ:
+        raise DataError(f"{path} was trained with {', '.join(differ)}: resume it with "
+                        "the same settings.")
     if saved["step"] > cfg.steps:
         raise DataError(f"{path} is already at step {saved['step']}: pass --steps above it.")
     s = new_trainer_state(cfg, obs_dim, act_dim)

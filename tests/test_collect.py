@@ -1,6 +1,7 @@
 """td3.py and collect.py: the TD3 trainer (a tiny run, stop and resume), dataset files for every
 level, env set-up, bad input, and the committed behaviour policies under policies/."""
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -212,6 +213,15 @@ def test_a_corrupt_checkpoint_or_an_existing_run_is_one_clear_sentence(tmp_path)
     with pytest.raises(SystemExit, match="nothing to resume"):
         collect.main(["train", "--env", "walker2d", "--resume", "--log-dir",
                       str(tmp_path / "runs")])
+
+
+def test_resuming_with_other_training_settings_is_refused(tiny_policies, tmp_path):
+    """A resumed run must go on as it started: another seed or batch size is one sentence."""
+    shutil.copytree(tiny_policies / "runs", tmp_path / "runs")
+    with pytest.raises(td3.DataError, match="trained with --seed 0, --batch-size 32: resume"):
+        td3.train(tiny_config(tmp_path, seed=1, batch_size=64, steps=700, resume=True))
+    saved = load_ckpt(tmp_path)
+    assert saved["step"] == 600  # untouched
 
 
 def test_resolve_dataset_returns_an_existing_file_without_generating(tmp_path, monkeypatch):
