@@ -30,6 +30,7 @@ Glossary of array dimensions:
   H  hidden width of the actor and critic MLPs       K  actor snapshots kept
   T  steps in one episode (at most the env's 1000-step limit)
 """
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -283,6 +284,17 @@ def load_checkpoint(cfg, path, obs_dim, act_dim):
     return s
 
 
+def trim_log(path, step):
+    """Keep the log lines up to a checkpoint's step: a killed run logged past its checkpoint, and
+    the resumed run logs those steps again (a line cut short by the kill goes too)."""
+    def up_to_step(line):
+        with contextlib.suppress(ValueError, KeyError):
+            return json.loads(line)["step"] <= step
+        return False
+    lines = path.read_text().splitlines(True) if path.exists() else []
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(filter(up_to_step, lines))))
+
+
 def train(cfg):
     """TD3 with one update per env step. Keeps runs/td3-{env}/ resumable (ckpt.pt, log.jsonl),
     then exports policies/ once training reaches cfg.steps."""
@@ -309,6 +321,8 @@ def _train(cfg):
                             "pass another --log-dir.")
         s = new_trainer_state(cfg, obs_dim, act_dim)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume:
+        trim_log(run_dir / "log.jsonl", s["step"])
     rng, buf, start, minutes_before = s["rng"], s["buffer"], time.time(), s["minutes"]
     eval_seeds = EVAL_SEED + np.arange(cfg.eval_episodes)
     print(f"TD3 on {ENVS[cfg.env]} from step {s['step']:,} to {cfg.steps:,} "

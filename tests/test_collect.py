@@ -275,3 +275,11 @@ def test_committed_expert_reaches_the_expert_floor_and_beats_medium(env):
     _, expert = collect.load_policy(env, "expert")
     assert expert["return_mean"] >= EXPERT_FLOOR[env]
     assert expert["return_mean"] >= 1.3 * medium["return_mean"]
+
+
+def test_a_resumed_run_drops_the_log_lines_written_after_its_checkpoint(tmp_path):
+    log = tmp_path / "log.jsonl"
+    lines = [json.dumps({"step": s, "episode": i}) + "\n" for i, s in enumerate((90, 200, 310))]
+    log.write_text("".join(lines) + '{"step": 4')  # killed mid-line after step 310
+    td3.trim_log(log, 200)
+    assert log.read_text() == "".join(lines[:2])
