@@ -284,6 +284,13 @@ def load_checkpoint(cfg, path, obs_dim, act_dim):
     return s
 
 
+def run_flags(cfg):
+    """The flags that differ from the defaults (the training settings a resume must repeat)."""
+    return " ".join(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}"
+                    for f in dataclasses.fields(cfg) if f.name not in ("resume", "max_minutes")
+                    and getattr(cfg, f.name) != f.default)
+
+
 def trim_log(path, step):
     """Keep the log lines up to a checkpoint's step: a killed run logged past its checkpoint, and
     the resumed run logs those steps again (a line cut short by the kill goes too)."""
@@ -379,7 +386,7 @@ def _train(cfg):
         export_policies(cfg)
     else:
         print(f"stopped at step {s['step']:,} after {cfg.max_minutes} minutes; continue with "
-              f"`python collect.py train --env {cfg.env} --steps {cfg.steps} --resume`.")
+              f"`python collect.py train --resume {run_flags(cfg)}`.")
     return run_dir
 
 
