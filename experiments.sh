@@ -17,8 +17,8 @@
 # One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed; a
 # folder left without a checkpoint is cleared first), evaluates its last checkpoint on 100
 # episodes at the DT paper's two targets, sweeps six targets (seed 0, medium and medium-replay:
-# the return-conditioning figure), and copies the small run
-# records (config.json, metrics.jsonl, eval.json, targets.json) to results/report-runs/NAME/.
+# the return-conditioning figure), and copies the small run records (config.json,
+# metrics.jsonl, eval.json, targets.json) to results/report-runs/NAME/.
 # A job whose records are there is finished and is skipped. Every job uses one torch thread.
 #
 # On a cluster, each line is one array task (SLURM):

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cli import atomic_write, option
+from cli import atomic_write, flag_name, option
 from data import ENVS, MAX_EPISODE_STEPS, DataError, env_key, normalized_score
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -260,7 +260,7 @@ def load_checkpoint(cfg, path, obs_dim, act_dim):
                         f"{path.parent} and train again without --resume.") from None
     # what may change between calls: the length, the time limit, threads and where files go
     free = {"steps", "max_minutes", "resume", "threads", "policy_dir", "log_dir"}
-    differ = [f"--{k.replace('_', '-')} {v}" for k, v in saved["config"].items()
+    differ = [f"{flag_name(k)} {v}" for k, v in saved["config"].items()
               if k not in free and getattr(cfg, k, v) != v]
     if differ:
         raise DataError(f"{path} was trained with {', '.join(differ)}: resume it with "
@@ -286,7 +286,7 @@ def load_checkpoint(cfg, path, obs_dim, act_dim):
 
 def run_flags(cfg):
     """The flags that differ from the defaults (the training settings a resume must repeat)."""
-    return " ".join(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}"
+    return " ".join(f"{flag_name(f.name)} {getattr(cfg, f.name)}"
                     for f in dataclasses.fields(cfg) if f.name not in ("resume", "max_minutes")
                     and getattr(cfg, f.name) != f.default)
 

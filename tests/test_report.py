@@ -206,8 +206,8 @@ def test_crafted_run_files_are_skipped_or_read_around_not_a_traceback(runs, tmp_
 
 def markdown_rows(lines):
     """The cells of each row of the first markdown table in lines (header and rule skipped)."""
-    table = [line for line in itertools.dropwhile(lambda l: not l.startswith("|"), lines)]
-    table = list(itertools.takewhile(lambda l: l.startswith("|"), table))
+    table = list(itertools.takewhile(lambda l: l.startswith("|"), itertools.dropwhile(
+        lambda l: not l.startswith("|"), lines)))
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
 
 
