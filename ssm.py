@@ -94,7 +94,8 @@ def causal_conv_silu_ref(x, weight, bias=None):
     x_{t-(K-1)+k}), zeros before t = 0: a token sees itself and the K-1 tokens before it.
     Written as K shifted multiply-adds over x padded on the left: on the CPU faster than
     nn.Conv1d on transposed views (forward and backward), and it keeps the channels-last layout
-    that the next ops want."""
+    that the next ops want. The output has x's dtype: under autocast x is bf16 while the weights
+    stay fp32, and the scan wants u in the dtype of delta and z."""
     length, kernel = x.shape[1], weight.shape[1]
     w = weight.t()                                                       # (K, D)
     x_pad = F.pad(x, (0, 0, kernel - 1, 0))                              # (B, L+K-1, D)
@@ -103,7 +104,7 @@ def causal_conv_silu_ref(x, weight, bias=None):
         out = out + bias
     for k in range(1, kernel):
         out = torch.addcmul(out, x_pad[:, k:k + length], w[k])
-    return F.silu(out)                                                   # (B, L, D)
+    return F.silu(out).to(x.dtype)                                      # (B, L, D)
 
 
 # ---------------------------------------------------------------------------------------------

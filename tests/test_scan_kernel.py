@@ -171,6 +171,21 @@ def test_mamba_block_on_the_triton_backend_runs_this_kernel_and_matches_the_refe
     assert launched == [1]
 
 
+def test_mamba_block_on_the_triton_backend_trains_under_bf16_autocast_interpreter_or_gpu():
+    # train.py's CUDA steps run under bf16 autocast: in_proj's z is bf16 there, so the conv's
+    # output u must be too, or the kernel refuses the mix (it did, on an H200, 2026-12-04).
+    from ssm import MambaBlock
+    device = "cuda" if CUDA else "cpu"
+    torch.manual_seed(0)
+    block = MambaBlock(4, d_state=3, scan_backend="triton").to(device)
+    x = torch.randn(2, 9, 4, device=device, requires_grad=True)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y = block(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+    assert all(torch.isfinite(p.grad).all() for p in block.parameters())
+
+
 def test_ssm_triton_backend_on_cpu_tensors_without_the_interpreter_says_it_needs_cuda(
         monkeypatch):
     import ssm
