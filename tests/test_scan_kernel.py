@@ -15,6 +15,7 @@ import scan_kernel  # noqa: E402
 from ssm import selective_scan_ref  # noqa: E402
 
 CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"     # where the tiny-shape tests run: interpreter or GPU
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 # (rtol, atol) for y and for the gradients. Interpreter: both sides compute in fp32 on the same
 # inputs, so only summation order differs. GPU: the official Mamba tests' y tolerances, and
@@ -23,6 +24,10 @@ TOL_INTERPRETER = {torch.float32: (1e-4, 1e-5), torch.float16: (2e-3, 2e-3),
                    torch.bfloat16: (2e-2, 2e-2)}
 TOL_GPU = {torch.float32: ((6e-4, 2e-3), (2e-3, 1e-2)),
            torch.bfloat16: ((3e-2, 5e-2), (6e-2, 1e-1))}
+# The tiny-shape tests' (tol_y, tol_grad): the interpreter's on the CPU, the GPU's on a GPU.
+TOL_TINY = ({d: (t, t) for d, t in TOL_INTERPRETER.items()} if not CUDA else
+            {torch.float32: TOL_GPU[torch.float32], torch.float16: TOL_GPU[torch.bfloat16],
+             torch.bfloat16: TOL_GPU[torch.bfloat16]})
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -31,7 +36,7 @@ def poison_outputs(monkeypatch):
     monkeypatch.setattr(scan_kernel, "POISON_OUTPUTS", True)
 
 
-def make_inputs(batch, length, dim, dstate, dtype=torch.float32, device="cpu", D=True, z=True,
+def make_inputs(batch, length, dim, dstate, dtype=torch.float32, device=DEVICE, D=True, z=True,
                 delta_bias=True, softplus=True, seed=0):
     """Random scan inputs with grads on; A in the S4D-real range (-1..-dstate), as Mamba
     initialises it. Without softplus the step delta is made positive, as a real step is: a
@@ -83,26 +88,23 @@ def assert_matches_reference(inputs, delta_softplus, tol_y, tol_grad, **tiles):
 # chunks of 16; 3 channels in blocks of 2 leave a half-empty block, N = 3 pads the state to 4.
 @pytest.mark.parametrize("length, dim, block_d", [(1, 3, 2), (7, 3, 2), (33, 3, 2), (130, 3, 4)])
 def test_output_and_every_gradient_match_reference_at_any_length(length, dim, block_d):
-    tol = TOL_INTERPRETER[torch.float32]
     inputs = make_inputs(2, length, dim, 3)
-    assert_matches_reference(inputs, True, tol, tol, chunk=16, block_d=block_d)
+    assert_matches_reference(inputs, True, *TOL_TINY[torch.float32], chunk=16, block_d=block_d)
 
 
 @pytest.mark.parametrize("D, z, delta_bias, delta_softplus", [
     (False, False, False, False), (True, False, False, False), (False, True, False, False),
     (False, False, True, False), (False, False, False, True), (True, True, False, True)])
 def test_each_optional_input_matches_reference(D, z, delta_bias, delta_softplus):
-    tol = TOL_INTERPRETER[torch.float32]
     inputs = make_inputs(2, 13, 3, 3, D=D, z=z, delta_bias=delta_bias,   # 2 chunks of 8
                          softplus=delta_softplus)
-    assert_matches_reference(inputs, delta_softplus, tol, tol, chunk=8, block_d=2)
+    assert_matches_reference(inputs, delta_softplus, *TOL_TINY[torch.float32], chunk=8, block_d=2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_match_reference(dtype):
     inputs = make_inputs(2, 13, 3, 3, dtype=dtype)
-    tol = TOL_INTERPRETER[dtype]
-    assert_matches_reference(inputs, True, tol, tol, chunk=8, block_d=2)
+    assert_matches_reference(inputs, True, *TOL_TINY[dtype], chunk=8, block_d=2)
 
 
 def test_saved_states_are_the_states_entering_each_chunk():
@@ -118,7 +120,8 @@ def test_saved_states_are_the_states_entering_each_chunk():
             C[..., n] = 1.0
             y = selective_scan_ref(u[:, :t], delta[:, :t], A, B[:, :t], C[:, :t])  # (B, t, D)
             h_ref = y[:, -1]                                                      # (B, D)
-            torch.testing.assert_close(h_saved[:, c + 1, :, n], h_ref, rtol=1e-4, atol=1e-5)
+            rtol, atol = TOL_TINY[torch.float32][0]
+            torch.testing.assert_close(h_saved[:, c + 1, :, n], h_ref, rtol=rtol, atol=atol)
     assert torch.all(h_saved[:, 0] == 0)           # h_{-1} = 0
 
 
@@ -143,9 +146,8 @@ def test_non_contiguous_inputs_match_reference():
     u, z = u_z.chunk(2, dim=-1)
     delta = inputs["delta"].detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
     assert not (u.is_contiguous() or z.is_contiguous() or delta.is_contiguous())
-    tol = TOL_INTERPRETER[torch.float32]
-    assert_matches_reference({**inputs, "u": u, "z": z, "delta": delta}, True, tol, tol,
-                             chunk=16, block_d=2)
+    assert_matches_reference({**inputs, "u": u, "z": z, "delta": delta}, True,
+                             *TOL_TINY[torch.float32], chunk=16, block_d=2)
 
 
 def test_ssm_selective_scan_reaches_this_kernel_with_the_triton_backend(monkeypatch):
@@ -158,7 +160,8 @@ def test_ssm_selective_scan_reaches_this_kernel_with_the_triton_backend(monkeypa
         y = ssm.selective_scan(*(inputs[k] for k in NAMES), delta_softplus=True, backend="triton")
         y_ref = selective_scan_ref(*(inputs[k] for k in NAMES), delta_softplus=True)
     assert launched == [1]
-    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    rtol, atol = TOL_TINY[torch.float32][0]
+    torch.testing.assert_close(y, y_ref, rtol=rtol, atol=atol)
 
 
 def test_mamba_block_on_the_triton_backend_runs_this_kernel_and_matches_the_reference_backend(
@@ -167,7 +170,9 @@ def test_mamba_block_on_the_triton_backend_runs_this_kernel_and_matches_the_refe
     launched = []
     forward = scan_kernel._scan_forward
     monkeypatch.setattr(scan_kernel, "_scan_forward", lambda *a: launched.append(1) or forward(*a))
-    assert_blocks_agree("triton", length=9, d_model=4, d_state=3)   # forward, every gradient
+    (_, fwd), (_, grad) = TOL_GPU[torch.float32]         # atol of y, atol of the gradients
+    tol = {} if not CUDA else dict(fwd=fwd, grad=grad)
+    assert_blocks_agree("triton", length=9, d_model=4, d_state=3, device=DEVICE, **tol)
     assert launched == [1]
 
 
@@ -175,11 +180,10 @@ def test_mamba_block_on_the_triton_backend_trains_under_bf16_autocast_interprete
     # train.py's CUDA steps run under bf16 autocast: in_proj's z is bf16 there, so the conv's
     # output u must be too, or the kernel refuses the mix (it did, on an H200, 2026-12-04).
     from ssm import MambaBlock
-    device = "cuda" if CUDA else "cpu"
     torch.manual_seed(0)
-    block = MambaBlock(4, d_state=3, scan_backend="triton").to(device)
-    x = torch.randn(2, 9, 4, device=device, requires_grad=True)
-    with torch.autocast(device, dtype=torch.bfloat16):
+    block = MambaBlock(4, d_state=3, scan_backend="triton").to(DEVICE)
+    x = torch.randn(2, 9, 4, device=DEVICE, requires_grad=True)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
         y = block(x)
     y.float().sum().backward()
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()

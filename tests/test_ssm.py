@@ -282,24 +282,26 @@ def test_block_chooses_its_backend_once_and_runs_conv_scan_and_step_through_it(c
     assert calls == ["ref.conv_silu", "ref.scan", "ref.step"]
 
 
-def block_run(scan_backend, state_dict, x, d_state):
-    """A MambaBlock on `scan_backend` with these weights -> its output and the gradients of x and
-    of every parameter for the loss sum(out^2)."""
-    block = MambaBlock(x.shape[-1], d_state=d_state, scan_backend=scan_backend)
+def block_run(scan_backend, state_dict, x, d_state, device="cpu"):
+    """A MambaBlock on `scan_backend` with these weights, run on `device` -> its output and the
+    gradients of x and of every parameter for the loss sum(out^2), on the CPU."""
+    block = MambaBlock(x.shape[-1], d_state=d_state, scan_backend=scan_backend).to(device)
     block.load_state_dict(state_dict)
-    assert block.backend_cpu.name == scan_backend
-    x = x.clone().requires_grad_()
+    assert (block.backend_cuda if device == "cuda" else block.backend_cpu).name == scan_backend
+    x = x.clone().to(device).requires_grad_()
     out = block(x)
     out.square().sum().backward()
-    return out.detach(), [x.grad] + [p.grad for p in block.parameters()]
+    return out.detach().cpu(), [g.cpu() for g in [x.grad] + [p.grad for p in block.parameters()]]
 
 
-def assert_blocks_agree(scan_backend, length=23, d_model=16, d_state=16, fwd=1e-5, grad=1e-4):
-    """The block on `scan_backend` against the block on the reference backend, same weights."""
+def assert_blocks_agree(scan_backend, length=23, d_model=16, d_state=16, fwd=1e-5, grad=1e-4,
+                        device="cpu"):
+    """The block on `scan_backend` (on `device`) against the block on the reference backend (on
+    the CPU), same weights."""
     torch.manual_seed(0)
     state_dict = MambaBlock(d_model, d_state=d_state).state_dict()
     x = torch.randn(2, length, d_model)
-    out, grads = block_run(scan_backend, state_dict, x, d_state)
+    out, grads = block_run(scan_backend, state_dict, x, d_state, device)
     out_ref, grads_ref = block_run("ref", state_dict, x, d_state)
     torch.testing.assert_close(out, out_ref, rtol=fwd, atol=fwd)
     for got, want in zip(grads, grads_ref, strict=True):
