@@ -61,9 +61,11 @@ def score(ret):
 
 
 @pytest.fixture()
-def runs(tmp_path):
+def runs(tmp_path, monkeypatch):
     """DT seeds 0-2 and Mamba seeds 0-2 (one not evaluated) at two targets, a DT experiment
-    with another lr, a whole-episode Mamba, a folder that is not a run."""
+    with another lr, a whole-episode Mamba, a folder that is not a run. The working directory is
+    tmp_path, so report.py's default results/profile-*.json are not the repository's."""
+    monkeypatch.chdir(tmp_path)
     root = tmp_path / "runs"
     for seed, (high, low) in enumerate(((1000.0, 900.0), (1200.0, 1000.0), (1100.0, 1100.0))):
         fake_run(root / f"dt-s{seed}", "dt", seed, [high, low], targets=(3600.0, 1800.0),
