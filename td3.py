@@ -35,6 +35,7 @@ import copy
 import dataclasses
 import functools
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -302,18 +303,40 @@ def trim_log(path, step):
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(filter(up_to_step, lines))))
 
 
+@contextlib.contextmanager
+def stop_requests():
+    """While inside: Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the end of the current
+    episode, checkpointed, instead of killing it; a second one stops at once (KeyboardInterrupt,
+    losing the steps since the last checkpoint). -> a list that is non-empty once asked."""
+    def ask(number, frame):
+        if asked:
+            signal.default_int_handler(number, frame)
+        asked.append(number)
+        tqdm.write("stopping at the end of this episode (again to stop now)")
+
+    asked, before = [], {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, ask)
+    try:
+        yield asked
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def train(cfg):
     """TD3 with one update per env step. Keeps runs/td3-{env}/ resumable (ckpt.pt, log.jsonl),
     then exports policies/ once training reaches cfg.steps."""
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg)
+        with stop_requests() as asked:
+            return _train(cfg, asked)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train(cfg):
+def _train(cfg, asked=()):
     env_obj, eval_env = make_env(cfg.env), gym.make(ENVS[cfg.env]).unwrapped
     obs_dim, act_dim = env_obj.observation_space.shape[0], env_obj.action_space.shape[0]
     run_dir = Path(cfg.log_dir) / f"td3-{cfg.env}"
@@ -377,15 +400,16 @@ def _train(cfg):
             log.write(json.dumps({"step": s["step"], "episode": s["episodes"],
                                   "return": round(episode_return, 2), "length": t}) + "\n")
             out_of_time = cfg.max_minutes and time.time() - start > 60 * cfg.max_minutes
+            stop = bool(out_of_time or asked)
             crossed = s["step"] // cfg.checkpoint_every != (s["step"] - t) // cfg.checkpoint_every
-            if crossed or out_of_time or s["step"] >= cfg.steps:
+            if crossed or stop or s["step"] >= cfg.steps:
                 s["minutes"] = minutes_before + (time.time() - start) / 60
                 save_checkpoint(s, cfg, ckpt_path)
-            stop = bool(out_of_time)
     if s["step"] >= cfg.steps:
         export_policies(cfg)
     else:
-        print(f"stopped at step {s['step']:,} after {cfg.max_minutes} minutes; continue with "
+        why = "on request" if asked else f"after {cfg.max_minutes} minutes"
+        print(f"stopped at step {s['step']:,} {why}; continue with "
               f"`python collect.py train --resume {run_flags(cfg)}`.")
     return run_dir
 

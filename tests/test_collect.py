@@ -1,7 +1,9 @@
 """td3.py and collect.py: the TD3 trainer (a tiny run, stop and resume), dataset files for every
 level, env set-up, bad input, and the committed behaviour policies under policies/."""
 import json
+import os
 import shutil
+import signal
 
 import h5py
 import numpy as np
@@ -213,6 +215,28 @@ def test_a_corrupt_checkpoint_or_an_existing_run_is_one_clear_sentence(tmp_path)
     with pytest.raises(SystemExit, match="nothing to resume"):
         collect.main(["train", "--env", "walker2d", "--resume", "--log-dir",
                       str(tmp_path / "runs")])
+
+
+def test_ctrl_c_stops_at_the_episode_end_checkpointed_and_resuming_equals_a_straight_run(
+        tiny_policies, tmp_path, monkeypatch, capsys):
+    update = td3.td3_update
+
+    def interrupted_update(s, cfg, step):   # Ctrl-C once, in the middle of an episode
+        if step == 350:
+            os.kill(os.getpid(), signal.SIGINT)
+        return update(s, cfg, step)
+
+    monkeypatch.setattr(td3, "td3_update", interrupted_update)
+    td3.train(tiny_config(tmp_path))
+    stopped = load_ckpt(tmp_path)["step"]
+    assert 350 < stopped < 600 and "on request; continue with" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+    assert not (tmp_path / "policies").exists()                           # nothing exported
+    monkeypatch.setattr(td3, "td3_update", update)
+    td3.train(tiny_config(tmp_path, resume=True))
+    resumed, straight = load_ckpt(tmp_path), load_ckpt(tiny_policies)
+    for key, value in straight["actor"].items():
+        torch.testing.assert_close(resumed["actor"][key], value, rtol=0, atol=0)
 
 
 def test_resuming_with_other_training_settings_is_refused(tiny_policies, tmp_path):
