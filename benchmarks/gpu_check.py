@@ -4,7 +4,8 @@ Stages, each under coreutils `timeout` (its limit, or what is left of --budget-s
 stage that would get under 20 s is skipped):
   device   nvidia-smi's GPU, driver and memory; torch, CUDA and triton versions
   tests    tests/test_scan_kernel.py (its tiny-shape tests too, on the GPU) and the Triton
-           compile checks for sm_80 / sm_90; beside them, on the CPU, the hopper-medium dataset
+           compile checks for sm_80 / sm_90; the rest of the suite as a GPU user runs it; beside
+           them, on the CPU, the hopper-medium dataset
            the training runs read (collect.py, into runs/gpu-data/)
   scan     benchmarks/bench_scan_gpu.py: the Triton scan against the PyTorch paths
   profile  profile.py --device cuda: latency, training step and memory, DT vs Mamba
@@ -67,8 +68,10 @@ def stages(cfg, out, stamp):
         ("device", 30, {"nvidia-smi": ["nvidia-smi", "--query-gpu=name,driver_version,"
                                        "memory.total", "--format=csv"],
                         "versions": [py, "-c", DEVICE]}),
-        ("tests", 150, {"tests": [py, "-m", "pytest", "-q", "tests/test_scan_kernel.py",
+        ("tests", 240, {"tests": [py, "-m", "pytest", "-q", "tests/test_scan_kernel.py",
                                   "tests/test_kernel_compile.py"],
+                        "suite": [py, "-m", "pytest", "-q", "--ignore=tests/test_scan_kernel.py",
+                                  "--ignore=tests/test_kernel_compile.py"],
                         "data": [py, "collect.py", "dataset", "--env", "hopper", "--level",
                                  "medium", "--workers", "8", "--out", data]}),
         ("scan", 150, {"scan": [py, "benchmarks/bench_scan_gpu.py", "--out", f"{out}/scan"]}),

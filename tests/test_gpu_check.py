@@ -25,6 +25,7 @@ def test_dry_run_prints_each_stage_under_a_time_limit_and_runs_nothing(tmp_path)
     assert all(" timeout -k 10 " in line and f"> {out}/" in line for line in commands)
     text = "\n".join(commands)
     assert "nvidia-smi" in text and "-m pytest -q tests/test_scan_kernel.py" in text
+    assert "-m pytest -q --ignore=tests/test_scan_kernel.py" in text     # the rest of the suite
     assert "benchmarks/bench_scan_gpu.py" in text and "profile.py --device cuda" in text
     trains = [line for line in commands if line.startswith("[train]")]
     assert len(trains) == 4 and all("--preset paper --steps 300" in line and "--out runs/gpu-"
