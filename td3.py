@@ -14,8 +14,8 @@ levels need about a million updates per env; TD3 reaches D4RL's expert returns o
 tasks at 1M steps (Fujimoto et al. 2018; CleanRL's benchmarks).
 
 Map: TrainConfig -> env and policies (make_env, MlpPolicy, run_episode, evaluate_policy,
-save_policy) -> the trainer (networks, td3_update, save/load_checkpoint, train) -> exporting the
-levels (measure_noise, export_policies).
+save_policy) -> the trainer (networks, td3_update, save/load_checkpoint, stop_requests, train) ->
+exporting the levels (measure_noise, export_policies).
 
 References (ideas only):
   Fujimoto, van Hoof, Meger 2018, "Addressing Function Approximation Error in Actor-Critic
