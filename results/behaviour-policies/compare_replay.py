@@ -8,15 +8,15 @@ trainer's episodes are the log lines with a return whose step is at most the med
 """
 import json
 import sys
+from pathlib import Path
 
-import h5py
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+import data  # noqa: E402
+
 path, log, medium_step = sys.argv[1], sys.argv[2], int(sys.argv[3])
-with h5py.File(path) as f:
-    rewards, ends = f["rewards"][:], np.flatnonzero(f["terminals"][:] | f["timeouts"][:])
-starts = np.concatenate([[0], ends[:-1] + 1])
-regenerated = np.array([rewards[s:e + 1].sum() for s, e in zip(starts, ends)])
+regenerated = np.array([t.rewards.sum(dtype=np.float64) for t in data.load_trajectories(path)])
 rows = [json.loads(line) for line in open(log)]
 trainer = np.array([r["return"] for r in rows if "return" in r and r["step"] <= medium_step])
 for name, returns in (("regenerated", regenerated), ("trainer", trainer)):
