@@ -286,6 +286,20 @@ def test_committed_policies_carry_the_noise_the_rule_chooses_from_their_table(en
 
 
 @pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
+def test_committed_policies_are_td3_and_reach_the_medium_floor(env):
+    policy, medium = collect.load_policy(env, "medium")
+    _, expert = collect.load_policy(env, "expert")
+    assert medium["algorithm"] == expert["algorithm"] == "TD3"
+    assert medium["episodes"] >= 10 and expert["episodes"] >= 10
+    assert medium["return_mean"] >= MEDIUM_FLOOR[env]
+    assert medium["steps_at_snapshot"] < expert["steps_at_snapshot"]
+    assert (td3.POLICY_DIR / f"{env}-replay.npz").stat().st_size < 5e6
+    # the file really holds that policy: re-run its first measured episode
+    rerun = td3.evaluate_policy(td3.make_env(env), policy, [td3.MEASURE_SEED])[0]
+    assert rerun == pytest.approx(medium["returns"][0], rel=0.02)
+
+
+@pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
 def test_committed_expert_reaches_the_expert_floor_and_beats_medium(env):
     _, medium = collect.load_policy(env, "medium")
     _, expert = collect.load_policy(env, "expert")
