@@ -43,7 +43,11 @@ from dt import DecisionConfig, DecisionModel
 
 MODES = ("window", "recurrent")
 TARGET_RETURNS = {"hopper": 3600.0, "halfcheetah": 12000.0, "walker2d": 5000.0}
-EVAL_SEED = 10_000  # episode i of an evaluation resets its env with seed EVAL_SEED + i
+# Episode i of an evaluation resets its env with seed SEED + i. Two ranges that never meet:
+# validation seeds (train.py's periodic evaluations, pilots: whatever chooses a setting) start at
+# VALIDATION_SEED and stay below TEST_SEED; reported scores use test seeds, from TEST_SEED on.
+VALIDATION_SEED, TEST_SEED = 10_000, 500_000
+EVAL_SEED = VALIDATION_SEED  # the name older callers import
 
 
 @dataclass
@@ -55,7 +59,12 @@ class EvalConfig:
                                 "12000, walker2d 5000)", type=float, nargs="+")
     mode: str = option("auto", "auto | window | recurrent; auto = the run's eval mode (recurrent "
                                "for a Mamba trained with --context full, window otherwise)")
-    seed: int = option(EVAL_SEED, "episode i resets with seed SEED + i")
+    seed: int = option(TEST_SEED, f"episode i resets with seed SEED + i; test seeds are "
+                                   f"{TEST_SEED} and above, validation seeds below")
+    weights: str = option("raw", "raw | ema: the trained weights, or their moving average "
+                                 "(a run trained with train.py --ema)")
+    last: int = option(1, "score the mean over the run's last K kept checkpoints (train.py "
+                          "--keep-last K), each on the same episodes; 1: the last checkpoint")
     video: str = option(None, "write episode 0 of the first target as a video (.mp4 needs "
                               "imageio[ffmpeg], .gif works with Pillow); rendering uses MUJOCO_GL "
                               "(egl unless set)", type=str)
@@ -115,24 +124,71 @@ def _write_video(path: Path, frames: list, fps: float) -> None:
                         "with `pip install imageio[ffmpeg]` or pass a .gif path.") from None
 
 
-def load_run(run_dir, device="cpu"):
-    """Rebuild the model of a run folder from its ckpt.pt -> (model in eval mode, checkpoint)."""
+def load_run(run_dir, device="cpu", weights="raw", path=None):
+    """Rebuild the model of a run folder from its ckpt.pt (or `path`, one of its kept
+    checkpoints) with its raw or EMA weights -> (model in eval mode, checkpoint)."""
     run_dir = Path(run_dir)
-    path = run_dir / "ckpt.pt"
+    path = Path(path) if path else run_dir / "ckpt.pt"
     if not path.is_file():
-        where = "does not exist" if not run_dir.exists() else "has no ckpt.pt"
+        where = "does not exist" if not run_dir.exists() else f"has no {path.name}"
         raise EvalError(f"{run_dir} {where}; pass a run folder made by train.py "
                         "(e.g. runs/mamba-hopper-medium-s0).")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         # runs saved before the activation became a setting trained the GPT with GELU
         model = DecisionModel(DecisionConfig(**{"activation": "gelu", **ckpt["model_config"]}))
-        model.load_state_dict(ckpt["model"])
         env_key(ckpt["env"])
     except Exception as e:  # unreadable, truncated, or not ours: say so in one sentence
         raise EvalError(f"{path} is not a readable train.py checkpoint ({type(e).__name__}); "
                         "retrain it or pass another run folder.") from None
+    if weights == "ema" and ckpt.get("ema") is None:
+        raise EvalError(f"{run_dir} was trained without --ema, so it has no averaged weights; "
+                        "use --weights raw, or train with --ema 0.999.")
+    try:
+        model.load_state_dict(ckpt["ema" if weights == "ema" else "model"])
+    except Exception as e:
+        raise EvalError(f"{path} holds weights of another shape ({type(e).__name__}); retrain "
+                        "it or pass another run folder.") from None
     return model.to(device).eval(), ckpt
+
+
+def kept_checkpoints(run_dir, last: int) -> list:
+    """The last `last` checkpoints train.py --keep-last kept in RUN_DIR/checkpoints/, oldest
+    first; [ckpt.pt] for last=1."""
+    run_dir = Path(run_dir)
+    if last == 1:
+        return [run_dir / "ckpt.pt"]
+    kept = sorted((run_dir / "checkpoints").glob("step-*.pt"))[-last:]
+    if len(kept) < last:
+        raise EvalError(f"{run_dir} kept {len(kept)} checkpoints, fewer than --last {last}; "
+                        f"train with --keep-last {last} or pass --last {max(1, len(kept))}.")
+    return kept
+
+
+def mean_over_checkpoints(results: list, steps: list) -> dict:
+    """One result from the same evaluation of several checkpoints: means of their means (the
+    score of the estimator), stds over all their episodes, each checkpoint's summary kept."""
+    pooled = {k: float(np.mean([r[k] for r in results]))
+              for k in ("return_mean", "score_mean", "fell", "truncated", "length_mean")}
+    returns = np.concatenate([r["returns"] for r in results])
+    scores = np.concatenate([normalized_score(results[0]["env"], np.array(r["returns"]))
+                             for r in results])
+    return {**results[0], **pooled, "return_std": float(returns.std()),
+            "score_std": float(scores.std()), "env_steps": sum(r["env_steps"] for r in results),
+            "wall_time_s": sum(r["wall_time_s"] for r in results), "checkpoint_steps": steps,
+            "per_checkpoint": [{k: v for k, v in r.items() if k not in ("lengths", "seeds")}
+                               for r in results], "returns": returns.round(2).tolist(),
+            "lengths": [n for r in results for n in r["lengths"]]}
+
+
+def seed_split(seed: int, episodes: int) -> str:
+    """'test' or 'validation': which of the two seed ranges episodes seed.. seed+episodes-1 use."""
+    if seed >= TEST_SEED:
+        return "test"
+    if seed + episodes <= TEST_SEED:
+        return "validation"
+    raise EvalError(f"seeds {seed}..{seed + episodes - 1} straddle the test seeds (from "
+                    f"{TEST_SEED}); start at {TEST_SEED} to test, or lower to validate.")
 
 
 # ----------------------------------------------------------------------------- the rollout
@@ -194,7 +250,7 @@ class RecurrentActor:
 
 @torch.inference_mode()
 def evaluate(model, env, state_mean, state_std, return_scale, target_return, episodes=10,
-             seed=EVAL_SEED, mode="window", context_len=None, device="cpu",
+             seed=TEST_SEED, mode="window", context_len=None, device="cpu",
              max_episode_steps=None, video=None, progress=False, env_kwargs=None) -> dict:
     """Run `episodes` episodes of `env` as one batch, conditioned on `target_return`.
 
@@ -292,6 +348,13 @@ def check_config(cfg: EvalConfig) -> None:
         raise EvalError(f"--seed must be 0 or more (and below 2**32), got {cfg.seed}.")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
         raise EvalError(f"--max-episode-steps must be at least 1, got {cfg.max_episode_steps}.")
+    if cfg.weights not in ("raw", "ema"):
+        raise EvalError(f"unknown --weights {cfg.weights!r}: choose raw or ema.")
+    if cfg.last < 1:
+        raise EvalError(f"--last must be at least 1, got {cfg.last}.")
+    if cfg.last > 1 and cfg.video:
+        raise EvalError("--video records one checkpoint; drop --last or --video.")
+    seed_split(cfg.seed, cfg.episodes)
     for target in cfg.target or []:
         if not math.isfinite(target):
             raise EvalError(f"--target must be a finite return, got {target}.")
@@ -302,22 +365,33 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     RUN_DIR/eval.json (or --out); return the report."""
     check_config(cfg)
     device = resolve_device(cfg.device)
-    model, ckpt = load_run(cfg.run_dir, device)
-    train_cfg = ckpt["config"]
-    mode = resolve_mode(train_cfg.get("eval_mode", "auto") if cfg.mode == "auto" else cfg.mode,
-                        model.config.backbone, train_cfg.get("context") == "full")
-    targets = cfg.target or [train_cfg.get("target") or TARGET_RETURNS[ckpt["env"]]]
-    if cfg.video:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; read when MuJoCo renders
-    results = [evaluate(model, ckpt["env"], ckpt["state_mean"], ckpt["state_std"],
-                        ckpt["return_scale"], target, episodes=cfg.episodes, seed=cfg.seed,
-                        mode=mode, device=device, max_episode_steps=cfg.max_episode_steps,
-                        video=cfg.video if i == 0 else None, progress=True)
-               for i, target in enumerate(targets)]
+    per_checkpoint, steps = [], []  # [checkpoint][target] results
+    for path in kept_checkpoints(cfg.run_dir, cfg.last):
+        model, ckpt = load_run(cfg.run_dir, device, cfg.weights, path)
+        train_cfg = ckpt["config"]
+        mode = resolve_mode(train_cfg.get("eval_mode", "auto") if cfg.mode == "auto" else
+                            cfg.mode, model.config.backbone, train_cfg.get("context") == "full")
+        targets = cfg.target or [train_cfg.get("target") or TARGET_RETURNS[ckpt["env"]]]
+        if cfg.video:
+            os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, read when it renders
+        per_checkpoint.append([
+            evaluate(model, ckpt["env"], ckpt["state_mean"], ckpt["state_std"],
+                     ckpt["return_scale"], target, episodes=cfg.episodes, seed=cfg.seed,
+                     mode=mode, device=device, max_episode_steps=cfg.max_episode_steps,
+                     video=cfg.video if i == 0 else None, progress=True)
+            for i, target in enumerate(targets)])
+        steps.append(ckpt["step"])
+    results = (per_checkpoint[0] if cfg.last == 1 else  # zip: [target][checkpoint]
+               [mean_over_checkpoints(list(each), steps) for each in zip(*per_checkpoint)])
+    estimator = ("last checkpoint" if cfg.last == 1 else
+                 f"mean over the last {cfg.last} checkpoints (steps {', '.join(map(str, steps))})")
     report = {"run_dir": str(cfg.run_dir), "env": ckpt["env"], "model": train_cfg.get("model"),
-              "step": ckpt["step"], "device": str(device), "config": asdict(cfg),
+              "step": ckpt["step"], "device": str(device),
+              "config": {**asdict(cfg), "seeds": seed_split(cfg.seed, cfg.episodes),
+                         "estimator": f"{estimator}, {cfg.weights} weights"},
               "results": results}
-    print(f"{report['run_dir']} ({report['model']}, {report['env']}, step {report['step']}):")
+    print(f"{report['run_dir']} ({report['model']}, {report['env']}, step {report['step']}, "
+          f"{report['config']['estimator']}, {report['config']['seeds']} seeds):")
     for result in results:
         print("  " + summary_line(result))
     path = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "eval.json"

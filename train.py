@@ -24,14 +24,13 @@ Glossary of dimension letters:
   B  windows in a batch (--batch-size)     K  env steps in a window (--context)
   obs, act  observation and action sizes
 """
+import copy
 import json
 import math
-import os
 import random
-import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,8 +43,10 @@ from collect import resolve_dataset
 from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
     load_trajectories, normalized_score
 from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
-from evaluate import EVAL_SEED, TARGET_RETURNS, EvalError, evaluate, resolve_device, \
-    resolve_mode, summary_line
+from evaluate import TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, EvalError, evaluate, \
+    resolve_device, resolve_mode, summary_line
+from run_folder import RunLock, StopOnCtrlC, TrainError, open_run_folder, read_checkpoint, \
+    writing_to
 from ssm import default_scan_backend
 
 
@@ -61,7 +62,14 @@ class TrainConfig:
     context: str = option("20", "K, env steps per window, or 'full' for whole episodes")
     lr: float = option(1e-3, "peak learning rate of AdamW")
     weight_decay: float = option(1e-4, "AdamW decay (not on norms, biases, embeddings, A_log, D)")
-    warmup_steps: int = option(300, "linear learning-rate warmup from 0, then constant")
+    warmup_steps: int = option(300, "linear learning-rate warmup from 0 to --lr")
+    lr_schedule: str = option("constant", "after the warmup: constant | cosine (decays to 0 at "
+                                          "--steps)")
+    ema: float = option(0.0, "also keep an exponential moving average of the weights with this "
+                             "decay, e.g. 0.999 (0: off); evaluate.py --weights ema scores it")
+    keep_last: int = option(1, "keep the weights of the last K checkpoints, --keep-every steps "
+                               "apart, in checkpoints/ (evaluate.py --last K scores their mean)")
+    keep_every: int = option(1000, "steps between the checkpoints that --keep-last keeps")
     grad_clip: float = option(0.25, "clip the gradient's global norm to this")
     return_scale: float = option(1000.0, "returns-to-go are divided by this")
     d_model: int = option(64, "model width, both backbones")
@@ -83,7 +91,8 @@ class TrainConfig:
     target: float = option(None, "target return to condition on (default hopper 3600, "
                                  "halfcheetah 12000, walker2d 5000)", type=float)
     eval_mode: str = option("auto", "window | recurrent | auto: recurrent for a full-context Mamba")
-    eval_seed: int = option(EVAL_SEED, "evaluation episode i resets with seed EVAL_SEED + i")
+    eval_seed: int = option(VALIDATION_SEED, "evaluation episode i resets with seed EVAL_SEED "
+                                             f"+ i (validation seeds: below {TEST_SEED})")
     max_episode_steps: int = option(None, "cut eval episodes at N steps (quick checks)", type=int)
     preset: str = option(None, "paper (the DT paper's settings) | report; flags win", type=str)
 
@@ -100,12 +109,10 @@ PRESETS = {"paper": dict(steps=100_000, batch_size=64, lr=1e-4, weight_decay=1e-
            "report": dict(steps=REPORT_STEPS, eval_every=1000, eval_episodes=20, save_every=1000)}
 # Settings a resumed run may change; any other difference would not continue the same run.
 RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every", "eval_every",
-             "eval_episodes", "target", "eval_mode", "eval_seed", "max_episode_steps", "preset"}
-OLD_RUN_DEFAULTS = {"activation": "gelu"}  # settings that runs saved before they existed had
-
-
-class TrainError(ValueError):
-    """A problem the user can fix; the message is one sentence saying what to do."""
+             "eval_episodes", "target", "eval_mode", "eval_seed", "max_episode_steps", "preset",
+             "keep_last", "keep_every"}
+OLD_RUN_DEFAULTS = {"activation": "gelu", "lr_schedule": "constant", "ema": 0.0, "keep_last": 1,
+                    "keep_every": 1000}  # settings that runs saved before they existed had
 
 
 # ----------------------------------------------------------------------------- checks
@@ -114,7 +121,8 @@ def check_config(cfg: TrainConfig) -> None:
     """TrainError for settings that cannot work, before anything is loaded or written."""
     choices = {"model": tuple(MODELS), "env": tuple(ENVS), "dataset": LEVELS,
                "device": ("auto", "cpu", "cuda"), "eval_mode": ("auto", "window", "recurrent"),
-               "preset": (None, *PRESETS), "activation": ("relu", "gelu")}
+               "preset": (None, *PRESETS), "activation": ("relu", "gelu"),
+               "lr_schedule": ("constant", "cosine")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             names = ", ".join(str(a) for a in allowed if a is not None)
@@ -124,7 +132,8 @@ def check_config(cfg: TrainConfig) -> None:
                          f"got {cfg.context!r}.")
     lowest = {"steps": 1, "batch_size": 1, "log_every": 1, "save_every": 1, "eval_episodes": 1,
               "d_model": 1, "n_layer": 1, "mamba_n_layer": 1, "n_head": 1, "warmup_steps": 0,
-              "eval_every": 0, "seed": 0, "eval_seed": 0, "max_episode_steps": 1}
+              "keep_last": 1, "keep_every": 1, "eval_every": 0, "seed": 0, "eval_seed": 0,
+              "max_episode_steps": 1}
     for name, low in lowest.items():
         if (value := getattr(cfg, name)) is not None and value < low:  # None: the default
             raise TrainError(f"{flag_name(name)} must be at least {low}, got {value}.")
@@ -135,6 +144,11 @@ def check_config(cfg: TrainConfig) -> None:
             raise TrainError(f"{flag_name(name)} must be a positive number, got {value}.")
     if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
         raise TrainError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}.")
+    if not 0 <= cfg.ema < 1:
+        raise TrainError(f"--ema must be in [0, 1) (0: off; 0.999 is usual), got {cfg.ema}.")
+    if cfg.eval_seed + cfg.eval_episodes > TEST_SEED:
+        raise TrainError(f"training evaluates on validation seeds: --eval-seed plus "
+                         f"--eval-episodes must stay at or below {TEST_SEED}, the first test seed.")
     if not 0 <= cfg.dropout < 1:
         raise TrainError(f"--dropout must be in [0, 1), got {cfg.dropout}.")
     if cfg.target is not None and not math.isfinite(cfg.target):
@@ -152,33 +166,15 @@ def default_out(cfg_values: dict) -> str:
     return f"runs/{cfg_values['model']}-{cfg_values['env']}-{data}{preset}-s{cfg_values['seed']}"
 
 
-def read_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file: say which and what to do
-        raise TrainError(f"{path} cannot be read ({type(e).__name__}); move it away and start "
-                         "again, or pass another --out.") from None
-
-
 def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
     """The checkpoint to resume from (None for a new run); TrainError when the folder would
     not continue the same run, or holds something a new run would overwrite."""
-    ckpt_path = run_dir / "ckpt.pt"
-    RunLock(run_dir).refuse_if_held()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainError(f"--out {run_dir} is a file, not a folder; pass another --out.")
-    if not cfg.resume:
-        if ckpt_path.exists():
-            raise TrainError(f"{run_dir} already holds a checkpoint; add --resume to continue "
-                             "it or pass another --out.")
-        if run_dir.exists() and any(p.name != "lock" for p in run_dir.iterdir()):
-            raise TrainError(f"{run_dir} is not empty (it holds files of another run); pass "
-                             "another --out, or remove it if you do not need them.")
+    ckpt = open_run_folder(run_dir, cfg.resume)
+    if ckpt is None:
         return None
-    if not ckpt_path.exists():
-        raise TrainError(f"--resume: {run_dir} has no checkpoint to continue; drop --resume "
-                         "to start a new run there.")
-    ckpt = read_checkpoint(ckpt_path)
+    if cfg.lr_schedule == "cosine" and cfg.steps != ckpt["config"]["steps"]:
+        raise TrainError(f"{run_dir}'s cosine schedule ends at step {ckpt['config']['steps']}; "
+                         "resume with that --steps, or start a new run for another budget.")
     for name, value in asdict(cfg).items():
         stored = ckpt["config"].get(name, OLD_RUN_DEFAULTS.get(name))
         if name not in RESUMABLE and stored != value:
@@ -186,70 +182,6 @@ def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
             raise TrainError(f"{run_dir} was trained with {flag} {stored}, not {value}; "
                              f"resume with the same {flag} or start a new run with another --out.")
     return ckpt
-
-
-class RunLock:
-    """A lock file in the run folder holding the trainer's pid: a second training of the same
-    folder is refused; the lock of a process that died is taken over."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "lock"
-
-    def refuse_if_held(self) -> None:
-        try:
-            pid = int(self.path.read_text())
-        except (OSError, ValueError):  # no lock, or a lock cut short by a kill
-            return
-        try:
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            return
-        except PermissionError:  # it exists, as another user's process
-            pass
-        if pid > 0:
-            raise TrainError(f"another training (pid {pid}) is using {self.path.parent}; wait "
-                             "for it or pass another --out.")
-
-    def __enter__(self):
-        for _ in range(2):
-            try:
-                with open(self.path, "x") as f:  # "x": fails if the file exists
-                    f.write(str(os.getpid()))
-                return self
-            except FileExistsError:
-                self.refuse_if_held()
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-        raise TrainError(f"cannot take the lock {self.path}; remove it if no training runs there.")
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-
-@contextmanager
-def writing_to(run_dir: Path):
-    """A disk or permission problem in the block becomes one sentence naming the folder."""
-    try:
-        yield
-    except OSError as e:
-        raise TrainError(f"cannot write to {run_dir} ({e.strerror or e}); free some disk space "
-                         "or fix the folder's permissions, then --resume.") from None
-
-
-class StopOnCtrlC:
-    """First Ctrl-C: ask the loop to save and stop after the current step. Second: quit now."""
-
-    def __enter__(self):
-        self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C interrupts at once
-        tqdm.write("Ctrl-C: saving a checkpoint after this step (Ctrl-C again quits without it)")
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
 
 
 # ----------------------------------------------------------------------------- build, restore, save
@@ -268,9 +200,33 @@ class Run:
     device: torch.device
     eval_mode: str
     target: float
+    ema: dict | None = None  # the moving average of model.state_dict() (--ema), else None
     step: int = 0
     elapsed: float = 0.0  # training seconds, evaluations excluded
     saved_step: int | None = None  # the step of the last checkpoint on disk
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The learning rate over --lr after `step` optimiser steps: a linear warmup from 0, then
+    constant, or a cosine decay to 0 at --steps (Loshchilov & Hutter 2017, "SGDR")."""
+    warmup = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "constant" or step < cfg.warmup_steps:
+        return warmup
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)  # 0 -> 1
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def update_ema(run: Run) -> None:
+    """ema += (w - ema) / min(t, 1 / (1 - decay)) after step t: the plain mean of the weights
+    seen so far until t reaches 1 / (1 - decay), an exponential moving average from then on
+    (Polyak & Juditsky 1992), so the random initial weights fade at once."""
+    rate = max(1 - run.cfg.ema, 1 / run.step)
+    for name, value in run.model.state_dict().items():
+        if value.is_floating_point():
+            run.ema[name].lerp_(value, rate)
+        else:
+            run.ema[name].copy_(value)
 
 
 def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
@@ -300,13 +256,16 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
         raise TrainError(str(e)) from None
     model = DecisionModel(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.optim_groups(cfg.weight_decay), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     run = Run(cfg, run_dir, model, optimizer, scheduler, dataset, data_path, np_rng,
               device, resolve_mode(cfg.eval_mode, MODELS[cfg.model], context_len is None),
               cfg.target if cfg.target is not None else TARGET_RETURNS[cfg.env])
+    if cfg.ema:
+        run.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
+        if cfg.ema:
+            run.ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         run.step = run.saved_step = ckpt["step"]
@@ -332,10 +291,26 @@ def save_checkpoint(run: Run) -> None:
              "rng": rng, "config": asdict(run.cfg), "model_config": asdict(run.model.config),
              "env": run.cfg.env, "state_mean": torch.from_numpy(run.dataset.state_mean),
              "state_std": torch.from_numpy(run.dataset.state_std),
-             "return_scale": run.cfg.return_scale}
+             "return_scale": run.cfg.return_scale, "ema": run.ema}
     with writing_to(run.run_dir):
         atomic_write(run.run_dir / "ckpt.pt", lambda tmp: torch.save(state, tmp))
     run.saved_step = run.step
+
+
+def keep_checkpoint(run: Run) -> None:
+    """checkpoints/step-NNNNNNN.pt: this step's weights (and EMA) with what evaluate.py needs to
+    load them, when the step is one of the last --keep-last ones, --keep-every apart."""
+    cfg, to_end = run.cfg, run.cfg.steps - run.step
+    if cfg.keep_last < 2 or to_end % cfg.keep_every or to_end >= cfg.keep_last * cfg.keep_every:
+        return
+    state = {"model": run.model.state_dict(), "ema": run.ema, "step": run.step,
+             "config": asdict(cfg), "model_config": asdict(run.model.config), "env": cfg.env,
+             "state_mean": torch.from_numpy(run.dataset.state_mean),
+             "state_std": torch.from_numpy(run.dataset.state_std), "return_scale": cfg.return_scale}
+    folder = run.run_dir / "checkpoints"
+    with writing_to(run.run_dir):
+        folder.mkdir(exist_ok=True)
+        atomic_write(folder / f"step-{run.step:07d}.pt", lambda tmp: torch.save(state, tmp))
 
 
 def nan_error(run: Run, what: str) -> TrainError:
@@ -380,16 +355,24 @@ def log(run: Run, record: dict) -> None:
 
 
 def run_eval(run: Run) -> dict:
-    """Evaluate the model (then back to training mode) and log the result's summary."""
-    cfg = run.cfg
-    result = evaluate(run.model, cfg.env, run.dataset.state_mean, run.dataset.state_std,
-                      cfg.return_scale, run.target, episodes=cfg.eval_episodes,
-                      seed=cfg.eval_seed, mode=run.eval_mode, context_len=run.dataset.context_len,
-                      device=run.device, max_episode_steps=cfg.max_episode_steps, progress=True)
+    """Evaluate the model on the validation seeds (then back to training mode), and its moving
+    average too with --ema ("eval_ema"); log the summaries, return the model's result."""
+    cfg, logged = run.cfg, {"step": run.step, "time": round(run.elapsed, 3)}
+    models = {"eval": run.model}
+    if run.ema is not None:
+        models["eval_ema"] = copy.deepcopy(run.model)
+        models["eval_ema"].load_state_dict(run.ema)
+    results = {}
+    for key, model in models.items():
+        results[key] = result = evaluate(
+            model, cfg.env, run.dataset.state_mean, run.dataset.state_std, cfg.return_scale,
+            run.target, episodes=cfg.eval_episodes, seed=cfg.eval_seed, mode=run.eval_mode,
+            device=run.device, context_len=run.dataset.context_len,
+            max_episode_steps=cfg.max_episode_steps, progress=True)
+        logged[key] = {k: v for k, v in result.items() if k not in ("returns", "lengths", "seeds")}
     run.model.train()
-    log(run, {"step": run.step, "time": round(run.elapsed, 3), "eval": {
-        k: v for k, v in result.items() if k not in ("returns", "lengths", "seeds")}})
-    return result
+    log(run, logged)
+    return results["eval"]
 
 
 def final_eval(run: Run, summary: dict) -> None:
@@ -402,7 +385,8 @@ def final_eval(run: Run, summary: dict) -> None:
         write_json(run.run_dir / "eval.json", {
             "run_dir": str(run.run_dir), "env": cfg.env, "model": cfg.model, "step": run.step,
             "device": str(run.device), "config": {
-                "episodes": cfg.eval_episodes, "seed": cfg.eval_seed, "mode": run.eval_mode,
+                "episodes": cfg.eval_episodes, "seed": cfg.eval_seed, "seeds": "validation",
+                "estimator": "last checkpoint, raw weights", "mode": run.eval_mode,
                 "target": [run.target]}, "results": [result]})
 
 
@@ -441,6 +425,8 @@ def train(cfg: TrainConfig) -> Path:
             run.optimizer.step()
             run.scheduler.step()
             run.step += 1
+            if run.ema is not None:
+                update_ema(run)
             losses.append(loss_value)
             bar.update(1)
             now = time.perf_counter()
@@ -457,6 +443,7 @@ def train(cfg: TrainConfig) -> Path:
                 tick = time.perf_counter()  # evaluation time is not training time
             elif run.step % cfg.save_every == 0:
                 save_checkpoint(run)
+            keep_checkpoint(run)
         bar.close()
         save_checkpoint(run)
         if run.step < cfg.steps:  # stopped by Ctrl-C
