@@ -9,6 +9,9 @@
 #   bash experiments.sh pilot           the pilot that chose the step budget of --preset report:
 #                                       both models on each env's medium data, seed 0, 10k steps,
 #                                       20-episode evaluations every 1k (records: results/pilot/)
+#   bash experiments.sh pilot2-jobs     the protocol pilot (results/pilot-v2/RULE.md: three recipes
+#                                       x {walker2d, hopper} medium x {dt, mamba} x seeds 0-2)
+#   bash experiments.sh pilot2 [N]      run its unfinished jobs, N at a time (default 2)
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
@@ -97,7 +100,38 @@ pilot() {  # report.py --pilot applies the budget rule; a run may be stopped (Ct
     mkdir -p results/pilot/$0-$1-medium-s0 && cp $run/config.json $run/metrics.jsonl results/pilot/$0-$1-medium-s0/'
 }
 
+declare -A RECIPE=([const-8k]="--steps 8000" [cosine-8k]="--steps 8000 --lr-schedule cosine"
+                   [cosine-4k]="--steps 4000 --lr-schedule cosine")
+
+pilot2_jobs() {  # walker2d first (hopper waits for its new medium data), seed by seed
+  for env in walker2d hopper; do for seed in 0 1 2; do for model in dt mamba; do
+    for recipe in cosine-4k const-8k cosine-8k; do
+      echo "bash experiments.sh pilot2-one $recipe-$model-$env-medium-s$seed $recipe --model" \
+           "$model --env $env --dataset medium --seed $seed"
+    done
+  done; done; done
+}
+
+pilot2_one() {  # pilot2-one NAME RECIPE TRAIN_FLAGS...: train on validation seeds, keep records
+  local name=$1 recipe=$2; shift 2
+  local run=runs/pilot-v2/$name record=results/pilot-v2/$name resume=()
+  [ -f "$record/metrics.jsonl" ] && { echo "$name: finished ($record)"; return 0; }
+  [ -f "$run/ckpt.pt" ] && resume=(--resume)
+  mkdir -p logs
+  echo "$name: training (log: logs/pilot2-$name.log)"
+  # shellcheck disable=SC2086  # the recipe is a list of flags
+  $PYTHON train.py ${RECIPE[$recipe]} --ema 0.999 --eval-every 1000 --eval-episodes 20 \
+    --save-every 1000 --out "$run" "$@" "${resume[@]}" > "logs/pilot2-$name.log" 2>&1
+  mkdir -p "$record"
+  cp "$run/config.json" "$record/"
+  cp "$run/metrics.jsonl" "$record/"  # last: its presence means "finished"
+  echo "$name: done"
+}
+
 case ${1:-} in
+  pilot2-jobs) pilot2_jobs ;;
+  pilot2-one) shift; pilot2_one "$@" ;;
+  pilot2) pilot2_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   jobs) jobs ;;
   pilot) mkdir -p logs; pilot ;;
   one) shift; one "$@" ;;
