@@ -103,8 +103,8 @@ pilot() {  # report.py --pilot applies the budget rule; a run may be stopped (Ct
 declare -A RECIPE=([const-8k]="--steps 8000" [cosine-8k]="--steps 8000 --lr-schedule cosine"
                    [cosine-4k]="--steps 4000 --lr-schedule cosine")
 
-pilot2_jobs() {  # walker2d first (hopper waits for its new medium data), seed by seed
-  for env in walker2d hopper; do for seed in 0 1 2; do for model in dt mamba; do
+pilot2_jobs() {  # walker2d first (hopper waits for its new medium data), cell by cell
+  for env in walker2d hopper; do for model in dt mamba; do for seed in 0 1 2; do
     for recipe in cosine-4k const-8k cosine-8k; do
       echo "bash experiments.sh pilot2-one $recipe-$model-$env-medium-s$seed $recipe --model" \
            "$model --env $env --dataset medium --seed $seed"
