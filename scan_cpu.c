@@ -393,6 +393,7 @@ static inline float dot(const float *restrict a, const float *restrict b, int n)
 static void step_row(const StepArgs *p, const float *restrict xz, const float *restrict conv_in,
                      const float *restrict h_in, float *restrict y, float *restrict conv_out,
                      float *restrict h, float *restrict scratch, int T) {
+    // hidden 6: begin
     const int Dch = p->Dch, N = p->N, R = p->R, K = p->K;
     float *x = scratch, *proj = x + (size_t)T * Dch, *delta = proj + R + 2 * N;
     for (int d = 0; d < Dch; d++) {                 /* conv + silu of every new token */
@@ -433,6 +434,7 @@ static void step_row(const StepArgs *p, const float *restrict xz, const float *r
             y[(size_t)t * Dch + d] = v * z_t[d] * sigmoid(z_t[d]);
         }
     }
+    // hidden 6: end
 }
 
 /* scratch: T Dch + R + 2N + Dch floats per thread. */

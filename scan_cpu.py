@@ -294,6 +294,7 @@ def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
     tensors: xz (B, T, 2 D) is in_proj's output for T new tokens; conv_state (B, D, K-1) and
     ssm_state (B, D, N) the cache, left untouched. Returns y (B, T, D), gated, before out_proj,
     and the new (conv_state, ssm_state)."""
+    # hidden 6: begin
     _on_cpu(xz, "mamba_step_cpu")
     batch, tokens, _ = xz.shape
     channels, kernel = conv_weight.shape[0], conv_weight.shape[-1]
@@ -314,6 +315,7 @@ def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
                       y.data_ptr(), conv_out.data_ptr(), h_out.data_ptr(), scratch.data_ptr(),
                       batch, tokens, threads)
     return y, (conv_out, h_out)
+    # hidden 6: end
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -327,6 +329,7 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """A plain-loop scan for the smoke check below (the project's ground truth, which the tests
     compare against, is ssm.selective_scan_ref; this file does not import the model)."""
+    # hidden 4: begin
     delta = torch.nn.functional.softplus(delta + delta_bias) if delta_softplus else delta
     h, ys = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]), []                  # (B, D, N)
     for t in range(u.shape[1]):
@@ -334,6 +337,7 @@ def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         h = torch.exp(delta[:, t, :, None] * A) * h + drive
         ys.append((h * C[:, t, None]).sum(-1) + D * u[:, t])                     # (B, D)
     return torch.stack(ys, 1) * torch.nn.functional.silu(z)                      # (B, L, D)
+    # hidden 4: end
 
 
 if __name__ == "__main__":

@@ -448,6 +448,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
 
 def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """A plain-loop scan for the smoke check (the project's ground truth: selective_scan_ref)."""
+    # hidden 4: begin
     u, B, C, delta = u.float(), B.float(), C.float(), delta.float() + delta_bias
     delta = torch.nn.functional.softplus(delta) if delta_softplus else delta
     h, ys = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]), []                  # (B, D, N)
@@ -456,6 +457,7 @@ def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         h = torch.exp(delta[:, t, :, None] * A) * h + x_t
         ys.append((h * C[:, t, None]).sum(-1) + D * u[:, t])                     # (B, D)
     return torch.stack(ys, 1) * torch.nn.functional.silu(z.float())              # (B, L, D)
+    # hidden 4: end
 
 
 def main(argv=None):

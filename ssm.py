@@ -344,7 +344,11 @@ def _mamba_step_c(xz, *cache_and_weights):
     """The C step where it applies (inference in fp32), else the reference step."""
     if xz.dtype != torch.float32 or (torch.is_grad_enabled() and xz.requires_grad):
         return mamba_step_ref(xz, *cache_and_weights)
+    # hidden 6: begin
     return scan_cpu.mamba_step_cpu(xz, *cache_and_weights)
+    # hidden 6: student
+    # return mamba_step_ref(xz, *cache_and_weights)  # the C step is exercise 6, in C
+    # hidden 6: end
 
 
 @functools.lru_cache(maxsize=None)
