@@ -87,12 +87,18 @@ def test_dropout_only_when_asked_and_unbiased():
     q, k, v = (torch.randn(1, 1, 4, 8) for _ in range(3))
     mask = loop_mask(torch.ones(1, 4))
     clean = loop_attention(q, k, v, mask)
-    torch.testing.assert_close(attention_ref(q, k, v, mask, dropout_p=0.0), clean,
-                               msg="dropout_p=0 must be deterministic attention")
-    draws = torch.stack([attention_ref(q, k, v, mask, dropout_p=0.5) for _ in range(4000)])
+    first = attention_ref(q, k, v, mask, dropout_p=0.0)
+    assert torch.equal(first, attention_ref(q, k, v, mask, dropout_p=0.0)), (
+        "dropout_p=0 must be deterministic: two calls gave different outputs")
+    torch.testing.assert_close(first, clean, msg=lambda m: (
+        "with dropout_p=0 the output must be softmax(q k^T / sqrt(hs)) v over the allowed keys: "
+        f"check the scale 1/sqrt(hs) and the mask\n{m}"))
+    # 4000 independent draws at once: the same inputs repeated along the batch dimension
+    draws = attention_ref(q.expand(4000, -1, -1, -1), k.expand(4000, -1, -1, -1),
+                          v.expand(4000, -1, -1, -1), mask, dropout_p=0.5)
     assert not torch.allclose(draws[0], draws[1]), "dropout_p > 0 must drop attention weights"
-    torch.testing.assert_close(draws.mean(0), clean, atol=0.15, rtol=0.1, msg=(
-        "dropped weights must be rescaled by 1/(1-p) so the output is unbiased"))
+    torch.testing.assert_close(draws.mean(0, keepdim=True), clean, atol=0.15, rtol=0.1, msg=(
+        lambda m: f"dropped weights must be rescaled by 1/(1-p) so the output is unbiased\n{m}"))
 
 
 def test_a_transformer_layer_with_the_written_out_attention_equals_the_fused_one():

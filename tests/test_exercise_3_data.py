@@ -87,3 +87,16 @@ def test_whole_trajectory_windows_start_at_step_0():
     batch = dataset([3, 10, 6], None).sample(100, np.random.default_rng(3))
     assert batch["states"].shape[1] == 10, "context_len=None: K is the longest trajectory"
     assert (batch["states"].numpy()[:, 0, 1] == 0).all(), "whole-trajectory windows start at 0"
+
+
+def test_timesteps_past_the_episode_limit_are_capped_at_max_ep_len_minus_1():
+    data = TrajectoryDataset(labelled([12]), context_len=4, max_ep_len=6, return_scale=1.0,
+                             state_mean=np.zeros(2), state_std=np.ones(2))
+    batch = data.sample(300, np.random.default_rng(4))
+    states, steps, mask = (batch[k].numpy() for k in ("states", "timesteps", "mask"))
+    for b in range(300):
+        real = int(mask[b].sum())
+        expected = np.minimum(states[b, :real, 1], 5).astype(int)
+        assert list(steps[b, :real]) == list(expected), (
+            f"window {b}: the timestep embedding has max_ep_len = 6 rows, so step t is embedded "
+            f"as min(t, 5): expected {list(expected)}, got {list(steps[b, :real])}")

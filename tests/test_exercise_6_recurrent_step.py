@@ -121,3 +121,23 @@ def test_one_step_from_a_given_cache_matches_the_formulas():
     torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5, msg=lambda m: (
         "the output before out_proj must be (<h, C> + D x) * silu(z), with z the second half of "
         f"in_proj's output\n{m}"))
+
+
+@torch.no_grad()
+def test_bf16_weights_step_in_bf16_with_an_fp32_state():
+    block = random_block(seed=5).to(torch.bfloat16)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, D_MODEL, generator=g).to(torch.bfloat16)
+    conv_state = torch.randn(2, block.d_inner, D_CONV - 1, generator=g).to(torch.bfloat16)
+    ssm_state = torch.randn(2, block.d_inner, D_STATE, generator=g)
+    y, (conv_new, ssm_new) = block.step(x, (conv_state, ssm_state))
+    assert y.dtype == torch.bfloat16 and conv_new.dtype == torch.bfloat16, (
+        "with bf16 weights the output and the conv cache are bf16 (xz's dtype)")
+    assert ssm_new.dtype == torch.float32, "the ssm state stays float32 whatever the weights"
+    y_ref, _, ssm_ref = by_hand_step(block, x, conv_state, ssm_state)
+    # The projections run in bf16 (about 3 significant digits); the state is fp32 after them.
+    torch.testing.assert_close(ssm_new.double(), ssm_ref, rtol=0.05, atol=0.05, msg=lambda m: (
+        "bf16 step: compute Δ, exp(Δ A) and the state update in float32 (cast x, B, C and Δ "
+        f"with .float()), return y in xz's dtype\n{m}"))
+    torch.testing.assert_close(y.double(), y_ref, rtol=0.05, atol=0.05, msg=lambda m: (
+        f"bf16 step: the output must still be (<h, C> + D x) * silu(z), rounded to bf16\n{m}"))
