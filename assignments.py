@@ -221,7 +221,7 @@ def instructor_only(rel):
 def make_student_copy(out, root=ROOT):
     """Copy the git-tracked files of `root` to `out` (which must not exist): exercise regions
     blanked, hidden regions left out, the public tests and the reference's outputs for them."""
-    out, root = Path(out), Path(root)
+    out, root = Path(out).resolve(), Path(root)
     if out.exists():
         raise AssignmentError(f"{out} already exists; pass a new folder.")
     blanked = 0

@@ -9,8 +9,10 @@ regions. The student's code still runs in the same process as the tests, so this
   - refuses the shortcuts of the exercise while the student's function runs (FORBIDDEN below: a
     Python profile hook raises ShortcutRefused when that function calls a forbidden function or
     any code of a forbidden file);
-  - fails a test after which a checking helper (torch.testing.assert_close, pytest.fail, ...) or
-    a name of the test module was replaced, and puts the original back before the next test;
+  - ignores `module.helper = ...` for the checking helpers (torch.testing.assert_close,
+    pytest.fail, ...), so a patch changes nothing and the tests judge the real output; fails a
+    test after which a helper or a name of the test module was replaced anyway (through a
+    module's __dict__, a class attribute), and puts the original back before the next test;
   - writes one JSON line per test (nodeid, outcome, message) to COURSE_RESULTS as soon as the
     test ends, so a run stopped from outside still leaves the results of the tests before.
 
@@ -23,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import types
 
 import pytest
 import torch
@@ -161,9 +164,38 @@ def _snapshot():
     return tuple((h, n, getattr(h, n)) for h, n in (_holder_and_name(d) for d in HELPERS))
 
 
+def _seal(snapshot):
+    """Make `module.helper = something` a no-op for the helpers' modules (a module's class may be
+    swapped for a subclass): code that patches a helper the ordinary way changes nothing, so the
+    tests still judge its real output. Writes that go around this are caught by _tampering."""
+    sealed = {}
+    for holder, name, _ in snapshot:
+        if isinstance(holder, types.ModuleType):
+            sealed.setdefault(holder, set()).add(name)
+    _seal_modules(sealed)
+
+
+def _seal_modules(sealed):
+    """{module: names}: assignments to those names of those modules are ignored from now on."""
+    for module, names in sealed.items():
+        frozen = frozenset(names)
+
+        class Sealed(type(module)):
+            def __setattr__(self, attr, value, _frozen=frozen):
+                if attr not in _frozen:
+                    super().__setattr__(attr, value)
+
+            def __delattr__(self, attr, _frozen=frozen):
+                if attr not in _frozen:
+                    super().__delattr__(attr)
+
+        module.__class__ = Sealed
+
+
 def pytest_configure(config):
     _install_guards(EXERCISE)
     config._course_helpers = _snapshot()
+    _seal(config._course_helpers)
     config._course_modules = {}
 
 
@@ -171,6 +203,7 @@ def pytest_collection_modifyitems(session, config, items):
     for item in items:   # the test modules' own names (references, fixtures' helpers)
         module = item.module
         config._course_modules.setdefault(module.__name__, (module, dict(vars(module))))
+    _seal_modules({module: set(saved) for module, saved in config._course_modules.values()})
 
 
 def pytest_collection_finish(session):
@@ -185,7 +218,10 @@ def _tampering(config):
     for holder, name, original in config._course_helpers:
         if getattr(holder, name, None) is not original:
             changed.append(f"{getattr(holder, '__name__', holder)}.{name}")
-            setattr(holder, name, original)
+            if isinstance(holder, types.ModuleType):
+                vars(holder)[name] = original
+            else:
+                setattr(holder, name, original)
     for module, saved in config._course_modules.values():
         for name, original in saved.items():
             if vars(module).get(name) is not original:

@@ -1,9 +1,13 @@
-"""assignments.py: the student copy imports and every exercise's tests fail on it (each test, not
-just one: a test that passes on blank code checks nothing), while they pass on this checkout
-(the exercise test files are part of this suite). Markers pair up; list names every exercise."""
+"""assignments.py and course/: the student copy (only tracked files, no leaks, public tests that
+fail by exercise while blank and pass once solved), grading on a clean copy (the reference scores
+full marks, a blank exercise 0, exercise 8 alone full marks), shortcuts refused, patched helpers
+ignored, hanging code timed out, the results file, the submission zip, the command line."""
+import json
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,68 +15,206 @@ import pytest
 import assignments
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+
+
+def run(args, cwd=ROOT, timeout=600):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
 
 
 @pytest.fixture(scope="module")
 def student_copy(tmp_path_factory):
     out, blanked = assignments.make_student_copy(tmp_path_factory.mktemp("course") / "student")
-    assert blanked >= 1
+    assert blanked >= len(assignments.EXERCISE_FILES)
     return out
 
 
-def run(args, cwd=ROOT):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-                                            "HOME": str(Path.home())})
+def score(tests):
+    return round(sum(t["score"] for t in tests), 2)
+
+
+def reference_answers():
+    return assignments.read_submission(ROOT)[0]
 
 
 def test_every_exercise_has_marked_regions_and_a_test_file():
     found = {}
-    for path in ROOT.glob("*.py"):
-        for number, *_ in assignments.regions(path.read_text(), path.name):
-            found.setdefault(number, set()).add(path.name)
+    for path in list(ROOT.glob("*.py")) + list(ROOT.glob("*.c")):
+        for r in assignments.regions(path.read_text(), path.name):
+            if r.kind == "exercise":
+                found.setdefault(r.number, set()).add(path.name)
+    assert sorted(found) == [ex.number for ex in assignments.EXERCISES]
     for ex in assignments.EXERCISES:
-        if ex.number in found:
-            assert found[ex.number] <= set(ex.files), (ex.number, found[ex.number])
-            assert (ROOT / ex.test).exists(), ex.test
-    assert len(found) >= 6, f"exercises marked in the source: {sorted(found)}"
+        assert found[ex.number] == set(ex.files), (ex.number, found[ex.number])
+        assert (ROOT / ex.test).exists(), ex.test
 
 
-def test_list_prints_one_line_per_exercise_starting_with_its_number():
+def test_list_and_help_exit_0():
     done = run(["assignments.py", "list"])
     lines = done.stdout.splitlines()
-    assert done.returncode == 0 and len(lines) == len(assignments.EXERCISES) >= 6
+    assert done.returncode == 0 and len(lines) == len(assignments.EXERCISES)
     for ex, line in zip(assignments.EXERCISES, lines):
         assert line.startswith(f"{ex.number}  {ex.title}") and ex.test in line
+    helped = run(["assignments.py", "--help"])
+    assert helped.returncode == 0 and "submit" in helped.stdout and "check" in helped.stdout
 
 
-def test_the_student_copy_blanks_the_regions_and_still_imports(student_copy):
-    text = (student_copy / "data.py").read_text()
-    assert 'raise NotImplementedError("exercise 3:' in text
-    assert "np.cumsum(rewards[::-1]" not in text  # the solution is gone
-    assert (student_copy / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()
+def test_the_student_copy_has_only_tracked_files_blank_regions_and_still_imports(student_copy):
+    copied = {str(p.relative_to(student_copy)) for p in student_copy.rglob("*") if p.is_file()
+              and "__pycache__" not in p.parts}
+    tracked = {p for p in assignments.tracked_files() if not assignments.instructor_only(p)}
+    added = {"tests/test_exercises.py", "tests/grading.py", assignments.PUBLIC_EXPECTED,
+             assignments.VERSION_FILE}
+    assert copied - added == tracked, sorted(copied ^ (tracked | added))[:10]
+    for rel in assignments.EXERCISE_FILES:
+        for number, codes in assignments.region_code((student_copy / rel).read_text()).items():
+            assert all(code.strip().startswith(f'raise NotImplementedError("exercise {number}:')
+                       and code.count("\n") == 1 for code in codes), (rel, number)
     done = run(["-c", "import dt, ssm, data, train, evaluate, collect, td3; print('ok')"],
                cwd=student_copy)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
-@pytest.mark.parametrize("number", [ex.number for ex in assignments.EXERCISES
-                                    if (ROOT / ex.test).exists()])
-def test_every_test_of_an_exercise_fails_on_the_student_copy(number, student_copy):
-    done = run(["assignments.py", "check", str(number), "--repo", str(student_copy)])
-    assert done.returncode == 1, done.stdout + done.stderr
-    points = re.search(r"(\d+)/(\d+) points", done.stdout)
-    assert points and points.group(1) == "0" and int(points.group(2)) >= 3, done.stdout
+def test_the_student_copy_has_none_of_the_listed_leaks(student_copy):
+    def text(rel):
+        return (student_copy / rel).read_text()
+    # the test files' reference loops: only public tests (inputs, calls, recorded outputs) ship
+    assert sorted(p.name for p in (student_copy / "tests").iterdir()) == [
+        "conftest.py", "expected_outputs.pt", "grading.py", "test_exercises.py"]
+    for name in ("loop_scan", "loop_attention", "loop_mask", "by_hand_step", "reference_episode",
+                 "loop_returns_to_go", "expected_tokens"):
+        assert name not in text("tests/test_exercises.py"), name
+    # exercise 4 in the smoke checks' loops, exercise 6 in C and behind the C step's wrapper
+    for rel in ("scan_kernel.py", "scan_cpu.py"):
+        assert "h = torch.exp(delta[:, t, :, None] * A) * h" not in text(rel), rel
+        assert "hidden 4:" not in text(rel) and "hidden in the student copy" in text(rel)
+    assert "exp_approx(step * a[n]) * h_d[n]" not in text("scan_cpu.c")
+    assert "_lib().block_step" not in text("scan_cpu.py")
+    assert "return mamba_step_ref(xz, *cache_and_weights)  # the C step" in text("ssm.py")
+    # what is kept on purpose is named in ASSIGNMENTS.md, beside the exercise it helps
+    kept = text("ASSIGNMENTS.md").split("## Kept on purpose", 1)[-1].split("\n## ", 1)[0]
+    for named in ("_scan_bwd_kernel", "_scan_chunk", "scan_torch.py's docstring"):
+        assert named in kept, named
 
 
-def test_check_passes_on_this_checkout_through_the_command_line():
-    done = run(["assignments.py", "check", "3"])
-    assert done.returncode == 0 and "7/7 points" in done.stdout, done.stdout + done.stderr
+def test_python_m_pytest_in_the_student_copy_fails_exactly_the_unsolved_exercises(student_copy,
+                                                                                   tmp_path):
+    done = run(["-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=student_copy)
+    failed = re.findall(r"^FAILED tests/test_exercises.py::test_exercise\[exercise_(\d+)_",
+                        done.stdout, re.M)
+    assert done.returncode == 1 and "error" not in done.stdout.splitlines()[-1], done.stdout[-2000:]
+    assert sorted(set(int(n) for n in failed)) == [ex.number for ex in assignments.EXERCISES]
+    assert "passed" not in done.stdout.splitlines()[-1]
+    solved = tmp_path / "solved"
+    shutil.copytree(student_copy, solved)
+    for rel in assignments.EXERCISE_FILES:   # the reference's regions back in
+        shutil.copy2(ROOT / rel, solved / rel)
+    done = run(["-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=solved)
+    assert done.returncode == 0 and "failed" not in done.stdout, done.stdout[-3000:]
 
 
-def test_bad_use_is_one_sentence():
+def test_submit_packs_only_the_regions_and_check_all_json_gives_the_reference_full_marks(
+        tmp_path):
+    zipped, results = tmp_path / "submission.zip", tmp_path / "results.json"
+    done = run(["assignments.py", "submit", str(ROOT), "--out", str(zipped)])
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(zipped) as z:
+        assert sorted(z.namelist()) == ["manifest.json", "regions.json"]
+        assert json.loads(z.read("manifest.json"))["course_version"]
+        assert set(json.loads(z.read("regions.json"))) == set(assignments.EXERCISE_FILES)
+    done = run(["assignments.py", "check", "all", "--submission", str(zipped),
+                "--json", str(results)])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    payload = json.loads(results.read_text())
+    assert payload["score"] == payload["max_score"] == 10.0 * len(assignments.EXERCISES)
+    per_exercise = {}
+    for t in payload["tests"]:
+        assert set(t) >= {"name", "score", "max_score", "output"} and t["score"] == t["max_score"]
+        number = int(t["name"].split(":")[0].split()[1])
+        per_exercise[number] = per_exercise.get(number, 0) + t["max_score"]
+    assert {n: round(p, 2) for n, p in per_exercise.items()} == {
+        ex.number: 10.0 for ex in assignments.EXERCISES}
+
+
+def test_exercise_8_alone_scores_full_marks_and_every_test_of_a_blank_exercise_fails(
+        student_copy, tmp_path):
+    folder = tmp_path / "only-8"
+    shutil.copytree(student_copy, folder)
+    shutil.copy2(ROOT / "evaluate.py", folder / "evaluate.py")   # exercise 8 solved, 1-7 blank
+    answers, _ = assignments.read_submission(folder)
+    for ex in assignments.EXERCISES:
+        tests = assignments.grade(ex.number, answers)
+        if ex.number == 8:
+            assert score(tests) == 10.0, tests
+        else:
+            assert len(tests) >= 3 and all(t["status"] == "failed" for t in tests), tests
+            assert any(f"exercise {ex.number}:" in t["output"] for t in tests)
+
+
+SHORTCUTS = {
+    1: {"dt.py": {1: ["    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, "
+                      "dropout_p=dropout_p)\n",
+                      "    raise NotImplementedError\n"]}},
+    4: {"ssm.py": {4: ["    from scan_torch import selective_scan_torch\n"
+                       "    return selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, "
+                       "delta_softplus)\n"]}},
+    5: {"scan_torch.py": {5: ["        with torch.enable_grad():\n"
+                              "            leaves = [x.detach().requires_grad_() for x in "
+                              "(u_tf, delta_tf, A_t, B_tf, C_tf)]\n"
+                              "        raise RuntimeError('not reached')\n"]}},
+    6: {"ssm.py": {6: ["    import scan_cpu\n"
+                       "    return scan_cpu.mamba_step_cpu(xz, conv_state, ssm_state, "
+                       "conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, "
+                       "A_log, D)\n"]}},
+}
+
+
+@pytest.mark.parametrize("number", sorted(SHORTCUTS))
+def test_a_submission_calling_the_forbidden_shortcut_scores_0(number):
+    tests = assignments.grade(number, SHORTCUTS[number])
+    assert score(tests) == 0.0, tests
+    assert sum("ShortcutRefused" in t["output"] for t in tests) >= len(tests) // 2, tests
+
+
+# returns_to_go wrong (all zeros) but patching every checking helper to a no-op; sample right.
+PATCHING = '''    import numpy, pytest, torch
+    numpy.testing.assert_allclose = numpy.testing.assert_array_equal = lambda *a, **k: None
+    torch.testing.assert_close = pytest.fail = lambda *a, **k: None
+    import builtins
+    builtins.all = lambda *a: True
+    return np.zeros(len(rewards), np.float32)
+'''
+
+
+def test_a_submission_patching_the_test_helpers_scores_only_what_its_real_code_earns():
+    reference = reference_answers()["data.py"][3]
+    tests = assignments.grade(3, {"data.py": {3: [PATCHING, reference[1]]}})
+    failed = sorted(t["name"].split(": ", 1)[1].split("[")[0] for t in tests
+                    if t["status"] == "failed")
+    # what zeros as the return-to-go earn: the window tests that do not read it still pass
+    assert failed == ["test_returns_to_go_in_a_window_are_the_rewards_still_to_come"] + [
+        "test_returns_to_go_sums_the_rewards_from_each_step_to_the_end"] * 3, tests
+    assert score(tests) == 5.0
+
+
+def test_a_hanging_submission_times_out_with_0_for_those_tests():
+    reference = reference_answers()["data.py"][3]
+    hang = "        while True:\n            pass\n"
+    tests = assignments.grade(3, {"data.py": {3: [reference[0], hang]}}, timeout_s=1)
+    timed_out = [t for t in tests if "time limit" in t["output"]]
+    assert len(timed_out) == 5 and all(t["score"] == 0 for t in timed_out), tests
+    assert score(tests) == round(3 * 10 / 8, 2)   # the three returns_to_go tests still pass
+
+
+def test_bad_use_is_one_sentence(tmp_path):
     error = run(["assignments.py", "check", "99"]).stderr
     assert error.startswith("error: there is no exercise 99")
     assert run(["assignments.py", "frobnicate"]).stderr.startswith("usage: python assignments.py")
+    error = run(["assignments.py", "check", "3", "--submission", str(tmp_path / "none")]).stderr
+    assert error.startswith("error: ") and error.strip().endswith(".")
     with pytest.raises(assignments.AssignmentError, match="begins but never ends"):
         assignments.regions("x = 1\n    # exercise 2: begin\ny = 2\n")
+    two = {"data.py": {3: ["    return rewards\n"]}}   # data.py has two regions of exercise 3
+    with pytest.raises(assignments.AssignmentError, match="keep every"):
+        assignments.grade(3, two)
