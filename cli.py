@@ -10,12 +10,24 @@ the typed flags).
 
 `atomic_write(path, write)` calls `write(tmp)` on a temporary file beside `path`, then renames it
 over `path`: a reader (or a kill -9) sees the old file or the whole new one, never half; the
-temporary file is removed if writing fails (disk full, read-only folder).
+temporary file is removed if writing fails (disk full, read-only folder), and the temporary files
+that killed writers left beside `path` are removed first.
+
+What a command may write: `refuse_to_replace(path, force, ours)` before any work (a file tracked
+by git always needs --force; another existing file needs it unless `ours(path)` says the command
+wrote it itself), and `one_sentence_write_errors(path)` around the write, which turns a failed
+write (OSError, or the RuntimeError torch.save raises on a full disk) into a WriteError whose
+message is one sentence saying what to do.
 """
 import argparse
+import contextlib
 import dataclasses
+import errno
+import glob
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 
 
@@ -61,10 +73,115 @@ def parse_config(config_cls, argv=None, description=None):
     return config_cls(**given_flags(config_cls, argv, description))
 
 
+class WriteError(Exception):
+    """A file was not written (refused, or the write failed); the message is one sentence that
+    says what to do."""
+
+
+def git_tracked(path) -> bool:
+    """True if path is a file that git tracks (committed or staged) in the repository it lies in;
+    False where git or a repository is absent."""
+    path = Path(path).absolute()
+    if not path.is_file():
+        return False
+    try:
+        done = subprocess.run(["git", "ls-files", "--error-unmatch", "--", path.name],
+                              cwd=path.parent, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def refuse_to_replace(path, force=False, ours=None, flag="--force"):
+    """Raise WriteError unless writing `path` replaces nothing it should not: a path that is a
+    folder, a dangling link or a file git tracks (always, unless `force`), or any other existing
+    file for which `ours(path)` (the caller's test "this command wrote it") is not true (unless
+    `force`). Call it before the work whose result goes there. Returns path as a Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"{path} is a folder: give a file name.")
+    if path.is_symlink() and not path.exists():
+        raise WriteError(f"{path} is a link to nothing: remove the link or pass another path.")
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise WriteError(f"{path} is not a regular file (a pipe or a device?): pass another "
+                         "path.")
+    if force:
+        return path
+    if git_tracked(path):
+        raise WriteError(f"{path} is tracked by git: add {flag} to replace it, or write "
+                         "elsewhere.")
+    try:
+        mine = bool(ours and ours(path))
+    except Exception:  # an unreadable file is not one we wrote
+        mine = False
+    if not mine:
+        raise WriteError(f"{path} exists and was not written by this command: add {flag} to "
+                         "replace it, or write elsewhere.")
+    return path
+
+
+# What errno says, as the part of the sentence that tells what to do.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def one_sentence_write_errors(path):
+    """Inside: an OSError, or torch's RuntimeError of a failed write (torch.save on a full disk),
+    becomes a WriteError whose message is one sentence naming `path` and what to do. Other
+    errors pass through untouched."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except (OSError, RuntimeError) as e:
+        text = str(e)
+        if isinstance(e, RuntimeError) and not re.search(
+                r"PytorchStreamWriter|file write failed|unexpected pos|inline_container", text):
+            raise
+        code = getattr(e, "errno", None)
+        if code in _FULL or isinstance(e, RuntimeError):
+            why = ("the disk is full or a file-size limit was reached" if code != errno.EFBIG
+                   else "the file is larger than this process may write (ulimit -f)")
+            raise WriteError(f"cannot write {path}: {why}; free some disk space (or raise the "
+                             "limit) and run the command again.") from None
+        if code in _DENIED:
+            raise WriteError(f"cannot write {path}: {e.strerror or text}; make its folder "
+                             "writable or write elsewhere.") from None
+        raise WriteError(f"cannot write {path}: {getattr(e, 'strerror', None) or text}; check "
+                         "the path and run the command again.") from None
+
+
+def remove_stale_tmp(path):
+    """Remove the temporary files of atomic_write(path) whose writer process is gone (killed
+    mid-write); those of live processes stay."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, someone else's
+        return True
+    return True
+
+
 def atomic_write(path, write):
     """write(tmp_path), then rename tmp_path over path; the temporary file never outlives a
-    failure. Returns path."""
+    failure, and those left by killed writers are removed first. Returns path."""
     path = Path(path)
+    remove_stale_tmp(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)

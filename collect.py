@@ -2,8 +2,10 @@
 
 The command line of both halves, and the datasets half itself:
   train    TD3 learns a behaviour policy for one env, resumably, in runs/td3-{env}/, then
-           exports policies/{env}-{expert,medium,replay}.npz (td3.py holds the trainer)
-  export   re-picks those three files from a training run
+           exports {env}-{expert,medium,replay}.npz into that run folder (td3.py holds the
+           trainer)
+  export   re-picks those three files from a training run; `--to policies` writes the
+           committed ones (replacing a file tracked by git needs --force)
   dataset  rolls those policies out into a D4RL-schema HDF5 file for one level:
            random (uniform actions), medium, expert (each policy's actions with the Gaussian
            noise measured for it at export), medium-replay (the trainer's data regenerated:
@@ -35,10 +37,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 
-from cli import option, parse_config
+from cli import WriteError, one_sentence_write_errors, option, parse_config, refuse_to_replace
 from data import (ENVS, LEVELS, DataError, dataset_path, env_key, normalized_score,
                   write_d4rl_hdf5)
 from td3 import (POLICY_DIR, MlpPolicy, TrainConfig, export_policies, make_env, run_episode,
@@ -56,6 +59,8 @@ class DatasetConfig:
     seed: int = option(0, "dataset seed (episode seeds and action noise)")
     workers: int = option(2, "rollout processes")
     policy_dir: str = option(str(POLICY_DIR), "where the committed policies live")
+    force: bool = option(False, "replace --out even if git tracks it or collect.py did not "
+                                "write it")
 
 
 # ----------------------------------------------------------------------------- policy files
@@ -170,13 +175,26 @@ def to_arrays(episodes, transitions):
     return [np.concatenate(x) for x in (obs, act, rew, terminals, timeouts)] + [np.array(returns)]
 
 
-def make_dataset(env, level, transitions=None, out=None, seed=0, workers=2, policy_dir=POLICY_DIR):
+def written_by_collect(path):
+    """True for a dataset file this command wrote (its attributes name env, level, policy)."""
+    with h5py.File(path, "r") as f:
+        return {"env_id", "level", "policy", "generation_seconds"} <= set(f.attrs)
+
+
+def make_dataset(env, level, transitions=None, out=None, seed=0, workers=2, policy_dir=POLICY_DIR,
+                 force=False):
     """Roll out the committed policies for `level` and write a D4RL-schema HDF5 file; returns
     its path. Default size: 1M transitions (2M for medium-expert; for medium-replay the env
-    steps the trainer took up to the medium snapshot, at most 1M)."""
+    steps the trainer took up to the medium snapshot, at most 1M). An existing `out` that git
+    tracks or that collect.py did not write is replaced only with `force` (checked first)."""
     env = env_key(env)
     if level not in LEVELS:
         raise DataError(f"unknown level {level!r}: choose one of {', '.join(LEVELS)}.")
+    out = Path(out) if out else dataset_path(env, level)
+    try:
+        refuse_to_replace(out, force, written_by_collect)
+    except WriteError as e:
+        raise DataError(str(e)) from None
     sources, meta = policy_sources(env, level, policy_dir)
     if transitions is not None and transitions < len(sources):
         raise DataError(f"--transitions must be at least {len(sources)} for {level}, "
@@ -184,7 +202,6 @@ def make_dataset(env, level, transitions=None, out=None, seed=0, workers=2, poli
     if transitions is None:
         transitions = {"medium-expert": 2_000_000, "medium-replay":
                        min(meta.get("trainer_steps_to_medium", 0), 1_000_000)}.get(level, 1_000_000)
-    out = Path(out) if out else dataset_path(env, level)
     print(f"Generating {out}: {transitions:,} transitions of {ENVS[env]} at level {level!r} "
           f"({workers} workers).")
     jobs, start = plan_jobs(env, sources, transitions, seed), time.time()
@@ -206,7 +223,8 @@ def make_dataset(env, level, transitions=None, out=None, seed=0, workers=2, poli
                  action_noise=[noise for _, segments in sources for _, noise, _ in segments],
                  episode_return_mean=ret_mean, episode_return_std=ret_std,
                  episodes=len(returns), generation_seconds=round(time.time() - start, 1))
-    path = write_d4rl_hdf5(out, *arrays, attrs=attrs)
+    with one_sentence_write_errors(out):  # a full disk: one sentence, the old file whole
+        path = write_d4rl_hdf5(out, *arrays, attrs=attrs)
     print(f"wrote {path}: {len(arrays[2]):,} transitions, {len(returns)} episodes, return "
           f"{ret_mean:.1f} +- {ret_std:.1f} (normalised {normalized_score(env, ret_mean):.1f}), "
           f"{time.time() - start:.0f} s")
@@ -242,6 +260,9 @@ def main(argv=None):
     try:
         cfg = parse_config(config_cls, argv[1:], f"python collect.py {command}: {doc}")
         cfg = dataclasses.replace(cfg, env=env_key(cfg.env))
+        if command == "train" and (cfg.to or cfg.force):
+            raise DataError("--to and --force belong to collect.py export: train writes its "
+                            "policy files into its run folder; export them from there.")
         if command in ("train", "export"):
             if min(cfg.steps, cfg.batch_size, cfg.hidden, cfg.snapshot_every,
                    cfg.checkpoint_every, cfg.eval_episodes, cfg.threads) < 1:
@@ -256,8 +277,8 @@ def main(argv=None):
                 raise DataError("--transitions must be 0 (the default size) or more and "
                                 "--workers at least 1.")
             make_dataset(cfg.env, cfg.level, cfg.transitions or None, cfg.out or None, cfg.seed,
-                         cfg.workers, cfg.policy_dir)
-    except DataError as e:
+                         cfg.workers, cfg.policy_dir, cfg.force)
+    except (DataError, WriteError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -12,7 +12,11 @@ Why: the chunked PyTorch scan (scan_torch.py) writes each of its ~20 elementwise
 (L, B, N, D) tensor, so it runs at memory speed; scan_cpu.c walks one (batch row, channel) pair
 at a time with its N states in registers, so only the (B, L, D) and (B, L, N) tensors touch
 memory. It is compiled once per machine with the system C compiler (`cc`, or $CC) into a cache
-folder: no build tool, no Python package beyond torch. Where no compiler works, `available()`
+folder: no build tool, no Python package beyond torch. A cached library is loaded only from a
+folder owned by the user that others cannot write to, and only if its SHA-256 is the one recorded
+when it was built (else it is rebuilt: a library planted there never runs); a cache folder that
+fails the check is not used (the library is built in a private temporary folder for the
+process, with a warning). Where no compiler works, `available()`
 says why and ssm.py falls back to the PyTorch scan. Batch rows are shared out among torch's own
 OpenMP threads (torch.get_num_threads()).
 
@@ -22,6 +26,7 @@ References (ideas, credited in one line each):
   Gu & Dao 2023, "Mamba": the fused scan that keeps the state on chip and recomputes it in the
   backward pass (their CUDA kernel; this is the same plan for a CPU core and its L1 cache).
 """
+import atexit
 import ctypes
 import functools
 import hashlib
@@ -31,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,6 +64,39 @@ class ScanCpuError(RuntimeError):
 def _cache_dir():
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(os.environ.get("DM_SCAN_CPU_CACHE") or os.path.join(root, "decision-mamba"))
+
+
+def _private(folder):
+    """True if `folder` belongs to this user and neither group nor others may write to it."""
+    st = os.stat(folder)
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _built_here(target):
+    """True if `target` is a library this cache built: owned by this user, writable by nobody
+    else, and its SHA-256 the one recorded beside it when it was built."""
+    try:
+        st, recorded = target.stat(), target.with_suffix(".sha256").read_text().strip()
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and digest == recorded
+
+
+def _usable_cache():
+    """The cache folder, made private if new; a folder that others could write to is replaced by
+    a private temporary one for this process (and a warning says how to fix it)."""
+    cache = _cache_dir()
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _private(cache):
+        return cache
+    warnings.warn(f"{cache} (the C kernels' cache) is not yours or others can write to it, so "
+                  "a library there could be planted; building in a private temporary folder "
+                  f"instead (fix: chmod go-w {cache}, or set DM_SCAN_CPU_CACHE to a private "
+                  "folder).", stacklevel=3)
+    private = tempfile.mkdtemp(prefix="decision-mamba-")
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    return Path(private)
 
 
 def _machine_key():
@@ -102,13 +141,17 @@ def _load():
         return None, (f"the compiler CC={wanted} was not found" if wanted else
                       "no C compiler found (install gcc or clang, or set CC)")
     source = SOURCE.read_bytes()
+    try:
+        cache = _usable_cache()
+    except OSError as e:
+        return None, (f"cannot use the cache folder {_cache_dir()} ({e}); set DM_SCAN_CPU_CACHE "
+                      "to a writable folder")
     errors = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(source + " ".join([compiler, *flags, _machine_key()]).encode())
-        target = _cache_dir() / f"scan_cpu-{key.hexdigest()[:16]}.so"
-        if not target.exists():
+        target = cache / f"scan_cpu-{key.hexdigest()[:16]}.so"
+        if not _built_here(target):  # absent, planted or damaged: (re)build it
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
                     built = Path(tmp) / target.name
                     cmd = [compiler, "-shared", "-fPIC", "-o", str(built), str(SOURCE), *flags]
@@ -116,6 +159,11 @@ def _load():
                     if result.returncode != 0:
                         errors.append(f"`{' '.join(cmd)}` failed: {result.stderr.strip()[-300:]}")
                         continue
+                    digest = Path(tmp) / "sha256"
+                    digest.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
+                    os.chmod(built, 0o755)  # whatever the umask: nobody else may write it
+                    os.chmod(digest, 0o644)
+                    os.replace(digest, target.with_suffix(".sha256"))
                     os.replace(built, target)  # atomic: a parallel process never sees half a file
             except subprocess.TimeoutExpired:
                 errors.append(f"{compiler} took over 5 minutes")
@@ -124,6 +172,9 @@ def _load():
                 errors.append(f"cannot build into {target.parent} ({e}); set DM_SCAN_CPU_CACHE "
                               "to a writable folder")
                 continue
+        if not _built_here(target):  # changed under us since it was built
+            errors.append(f"{target} changed after it was built")
+            continue
         try:
             lib = ctypes.CDLL(str(target))
         except OSError as e:

@@ -3,10 +3,13 @@
 `python collect.py train --env E` (collect.py is the command line) trains one policy for one env
 from scratch, one update per env step. The run folder runs/td3-{env}/ holds a resumable
 checkpoint (networks, optimisers, replay buffer, RNG states, step), an actor snapshot every
-`snapshot_every` env steps with a 10-episode evaluation of each, and log.jsonl. At the end (or
-`collect.py export`) three files go to policies/: {env}-expert.npz (the best late snapshot),
-{env}-medium.npz (the first snapshot at D4RL's medium level) and {env}-replay.npz (the snapshots
-from the start up to medium, in training order). collect.py rolls them out into datasets.
+`snapshot_every` env steps with a 10-episode evaluation of each, and log.jsonl. At the end three
+files go to the run folder: {env}-expert.npz (the best late snapshot), {env}-medium.npz (the first
+snapshot at D4RL's medium level) and {env}-replay.npz (the snapshots from the start up to medium,
+in training order); `collect.py export --to policies` re-picks them into the committed policies/
+(replacing a committed file needs --force). collect.py rolls them out into datasets. A
+checkpoint holds plain containers only (tensors, numbers, strings, lists, dicts, numpy arrays)
+and is read with torch.load(weights_only=True): a file handed over never runs code.
 
 Why TD3 and not SAC: at the same network sizes a TD3 update costs about half a SAC update on
 this project's CPUs (the actor learns every second step and has no entropy term), and D4RL-like
@@ -49,7 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cli import atomic_write, flag_name, option
+from cli import (WriteError, atomic_write, flag_name, one_sentence_write_errors, option,
+                 refuse_to_replace)
 from data import ENVS, MAX_EPISODE_STEPS, DataError, env_key, normalized_score
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -88,7 +92,10 @@ class TrainConfig:
                                            "fraction of training")
     replay_snapshots: int = option(30, "at most this many snapshots kept for medium-replay")
     final_episodes: int = option(10, "episodes measuring each exported policy and noise")
-    policy_dir: str = option(str(POLICY_DIR), "where the exported policies go")
+    to: str = option("", "export only: where the three policy files go (default the run "
+                         "folder; `--to policies` replaces the committed ones, with --force)")
+    force: bool = option(False, "export only: replace policy files tracked by git or not "
+                                "written by collect.py")
     log_dir: str = option("runs", "where the training run goes (runs/td3-{env}/)")
 
 
@@ -165,9 +172,24 @@ def evaluate_policy(env_obj, policy, seeds, action_noise=0.0, rng=None):
 def save_policy(path, policy, **meta):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{k: v.astype(np.float32) for k, v in policy.arrays().items()},
+    save_npz(path, **{k: v.astype(np.float32) for k, v in policy.arrays().items()},
              meta=json.dumps(meta, sort_keys=True))
     return path
+
+
+def save_npz(path, **arrays):
+    """np.savez, atomically; a failed write is a WriteError in one sentence."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    with one_sentence_write_errors(path):
+        atomic_write(path, write)
+
+
+def written_by_export(path):
+    """True for a policy file collect.py exported (its metadata names TD3)."""
+    with np.load(path) as f:
+        return json.loads(str(f["meta"])).get("algorithm") == "TD3"
 
 
 # ----------------------------------------------------------------------------- TD3 trainer
@@ -245,22 +267,48 @@ def td3_update(s, cfg, size):
 
 
 def save_checkpoint(s, cfg, path):
+    """Plain containers only: state dicts, tensors, numbers, strings, lists, dicts, numpy arrays
+    (the numpy RNG's state is a dict of ints). A failed write (disk full) is a WriteError in one
+    sentence; the previous checkpoint stays whole."""
     state = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in s.items()
              if k not in ("rng", "buffer")}
     state.update(rng=s["rng"].bit_generator.state, torch_rng=torch.get_rng_state(),
                  buffer={k: v[:s["step"]].clone() for k, v in s["buffer"].items()},
                  config=dataclasses.asdict(cfg))
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    with one_sentence_write_errors(path):
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+# What a checkpoint may hold beyond torch's own types: numpy arrays and scalars of these dtypes
+# (rebuilding them runs no code of the file's choosing, unlike an arbitrary pickle).
+_np_core = getattr(np, "_core", None) or np.core
+NUMPY_GLOBALS = [_np_core.multiarray._reconstruct, _np_core.multiarray.scalar, np.ndarray,
+                 np.dtype] + [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64,
+                                                          np.int32, np.int64, np.bool_)]
+
+
+def read_checkpoint(path):
+    """A checkpoint of collect.py train, read without running code (torch.load weights_only);
+    anything else (damaged, empty, foreign, a pickle with code) is one sentence."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(NUMPY_GLOBALS):
+            saved = torch.load(path, weights_only=True)
+    except Exception as e:
+        raise DataError(f"{path} cannot be read ({type(e).__name__}): it is damaged or not a "
+                        f"checkpoint of collect.py train; delete {path.parent} and train again "
+                        "without --resume.") from None
+    if not isinstance(saved, dict) or not {"step", "snapshots", "config", "minutes"} <= set(
+            saved) or not isinstance(saved["config"], dict):
+        raise DataError(f"{path} is not a checkpoint of collect.py train (another program's "
+                        f"file?); delete {path.parent} and train again without --resume.")
+    return saved
 
 
 def load_checkpoint(cfg, path, obs_dim, act_dim):
-    try:
-        saved = torch.load(path, weights_only=False)
-    except Exception as e:
-        raise DataError(f"{path} cannot be read ({type(e).__name__}): it is damaged; delete "
-                        f"{path.parent} and train again without --resume.") from None
+    saved = read_checkpoint(path)
     # what may change between calls: the length, the time limit, threads and where files go
-    free = {"steps", "max_minutes", "resume", "threads", "policy_dir", "log_dir"}
+    free = {"steps", "max_minutes", "resume", "threads", "policy_dir", "to", "force", "log_dir"}
     differ = [f"{flag_name(k)} {v}" for k, v in saved["config"].items()
               if k not in free and getattr(cfg, k, v) != v]
     if differ:
@@ -288,7 +336,8 @@ def load_checkpoint(cfg, path, obs_dim, act_dim):
 def run_flags(cfg):
     """The flags that differ from the defaults (the training settings a resume must repeat)."""
     return " ".join(f"{flag_name(f.name)} {getattr(cfg, f.name)}"
-                    for f in dataclasses.fields(cfg) if f.name not in ("resume", "max_minutes")
+                    for f in dataclasses.fields(cfg)
+                    if f.name not in ("resume", "max_minutes", "to", "force")
                     and getattr(cfg, f.name) != f.default)
 
 
@@ -326,7 +375,7 @@ def stop_requests():
 
 def train(cfg):
     """TD3 with one update per env step. Keeps runs/td3-{env}/ resumable (ckpt.pt, log.jsonl),
-    then exports policies/ once training reaches cfg.steps."""
+    then exports the three policy files into it once training reaches cfg.steps."""
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -395,7 +444,7 @@ def _train(cfg, asked=()):
                     log.flush()
                 bar.update(1)
             s["episodes"] += 1
-            s["recent_returns"] = (s["recent_returns"] + [episode_return])[-10:]
+            s["recent_returns"] = (s["recent_returns"] + [float(episode_return)])[-10:]
             bar.set_postfix(ret=f"{np.mean(s['recent_returns']):.0f}")
             log.write(json.dumps({"step": s["step"], "episode": s["episodes"],
                                   "return": round(episode_return, 2), "length": t}) + "\n")
@@ -406,7 +455,7 @@ def _train(cfg, asked=()):
                 s["minutes"] = minutes_before + (time.time() - start) / 60
                 save_checkpoint(s, cfg, ckpt_path)
     if s["step"] >= cfg.steps:
-        export_policies(cfg)
+        export_policies(dataclasses.replace(cfg, to="", force=False))
     else:
         why = "on request" if asked else f"after {cfg.max_minutes} minutes"
         print(f"stopped at step {s['step']:,} {why}; continue with "
@@ -440,13 +489,21 @@ def choose_noise(table, explore):
 def export_policies(cfg):
     """From a training run: expert = the best snapshot in the last late_fraction of training,
     medium = the first snapshot whose evaluation reaches D4RL's medium level; both re-measured
-    on fresh seeds with and without action noise; replay = the snapshots up to medium."""
+    on fresh seeds with and without action noise; replay = the snapshots up to medium. The files
+    go to cfg.to (default: the run folder); replacing a file tracked by git or not written by an
+    export needs cfg.force, checked before any work."""
     run_dir = Path(cfg.log_dir) / f"td3-{cfg.env}"
     ckpt_path = run_dir / "ckpt.pt"
     if not ckpt_path.exists():
         raise DataError(f"no training run in {run_dir}: run `python collect.py train "
                         f"--env {cfg.env}` first.")
-    saved = torch.load(ckpt_path, weights_only=False)
+    out = Path(cfg.to) if cfg.to else run_dir
+    for level in ("expert", "medium", "replay"):
+        try:
+            refuse_to_replace(out / f"{cfg.env}-{level}.npz", cfg.force, written_by_export)
+        except WriteError as e:
+            raise DataError(str(e)) from None
+    saved = read_checkpoint(ckpt_path)
     snaps, env_obj = saved["snapshots"], make_env(cfg.env)
     if not snaps:
         raise DataError(f"{run_dir} has no snapshots yet: train past --snapshot-every steps.")
@@ -464,7 +521,6 @@ def export_policies(cfg):
                     "target_noise_clip", "actor_every", "random_steps")},
                 trainer_steps=saved["step"], train_minutes_one_core=round(saved["minutes"], 1),
                 versions=versions())
-    out = Path(cfg.policy_dir)
     for level, i in (("expert", expert_i), ("medium", medium_i)):
         policy = MlpPolicy.from_arrays(snaps[i]["arrays"])
         noise, table = measure_noise(env_obj, policy, cfg.final_episodes, cfg.seed,
@@ -483,7 +539,9 @@ def export_policies(cfg):
     keep = np.unique(np.linspace(0, medium_i, n_keep).astype(int))  # evenly spaced, in order
     stacked = {k: np.stack([snaps[i]["arrays"][k] for i in keep]).astype(np.float16)
                for k in snaps[0]["arrays"]}
-    np.savez(out / f"{cfg.env}-replay.npz", **stacked,
+    save_npz(out / f"{cfg.env}-replay.npz", **stacked,
              steps=np.array([snaps[i]["step"] for i in keep]),
              meta=json.dumps({**info, "level": "medium-replay",
                               "trainer_steps_to_medium": snaps[medium_i]["step"]}))
+    print(f"wrote {cfg.env}-expert.npz, -medium.npz and -replay.npz to {out}")
+    return out
