@@ -56,14 +56,21 @@ jobs() {  # dataset by dataset, all seeds of a cell together: a partial sweep ha
 }
 
 one() {  # one NAME TRAIN_FLAGS...
-  local name=$1; shift
+  local name=${1:-}
+  case $name in  # NAME becomes a path that may be removed: letters, digits, - _ . only
+    '' | . | .. | *[!A-Za-z0-9._-]*)
+      echo "error: job name '$name' must be letters, digits, '-', '_' or '.' (not empty, '.' or '..'); pass a plain name such as dt-hopper-medium-s0." >&2
+      return 2 ;;
+  esac
+  shift
   local run=runs/report/$name record=results/report-runs/$name
   [ -f "$record/eval.json" ] && { echo "$name: finished (its records are in $record)"; return 0; }
   local env seed dataset context=20 resume=()
   env=$(flag --env "$@"); seed=$(flag --seed "$@"); dataset=$(flag --dataset "$@")
   context=$(flag --context "$@" || echo 20)
   if [ -f "$run/ckpt.pt" ]; then resume=(--resume)
-  elif [ -d "$run" ]; then rm -rf "$run"  # killed before its first checkpoint: nothing to keep
+  elif [ -d "$run" ] && [ ! -L "$run" ] && [ ! -e "$run/ckpt.pt" ]; then
+    rm -rf "$run"  # killed before its first checkpoint: nothing to keep
   fi
   mkdir -p logs
   local log=logs/report-$name.log
