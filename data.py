@@ -31,6 +31,7 @@ Glossary of dimension letters:
   obs, act  observation and action sizes
 """
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,11 @@ ENV_DIMS = {"hopper": (11, 3), "halfcheetah": (17, 6), "walker2d": (17, 6)}
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")  # plus optional "timeouts"
 MINARI_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
 MAKE_DATASET = "python collect.py dataset --env ENV --level LEVEL"
+# What a transition of these envs can hold: actions in [-1, 1] (all three action spaces), with a
+# tolerance for rounding; a step's reward is at most ~20 in size (halfcheetah's fastest runs),
+# so a larger one is a damaged or foreign file.
+ACTION_LOW, ACTION_HIGH, ACTION_TOLERANCE = -1.0, 1.0, 1e-2
+MAX_STEP_REWARD = 100.0
 
 
 @dataclass
@@ -118,6 +124,9 @@ def _clean_columns(source: str, columns: dict) -> dict:
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
             raise DataError(f"{source}: {name} holds {value.dtype} values, not numbers; "
                             "regenerate the file.")
+        if np.iscomplexobj(value):
+            raise DataError(f"{source}: {name} holds complex numbers ({value.dtype}), not real "
+                            "ones; regenerate the file.")
         out[name] = value.astype(bool) if name in ("terminals", "timeouts") else (
             value.astype(np.float32))
     lengths = {name: len(value) for name, value in out.items()}
@@ -159,10 +168,27 @@ def _missing_keys(source: str, group: h5py.Group, needed: tuple, what: str) -> N
                         f"{what} needs {', '.join(needed)}.")
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this system: a generous 1 TiB
+        return 2**40
+
+
+def _read(dataset: h5py.Dataset, where: str) -> np.ndarray:
+    """dataset[()], once its declared size is known to fit in this machine's memory."""
+    need = dataset.size * dataset.dtype.itemsize
+    if need > _memory_bytes():
+        raise DataError(f"{where} declares shape {dataset.shape} ({need / 2**30:,.0f} GiB), more "
+                        "than this machine's memory holds: the file is damaged or not a dataset; "
+                        "regenerate it.")
+    return dataset[()]
+
+
 def _read_d4rl(f: h5py.File, source: str) -> list[Trajectory]:
     _missing_keys(source, f, D4RL_KEYS, "a D4RL file (timeouts optional)")
     keys = D4RL_KEYS + (("timeouts",) if isinstance(f.get("timeouts"), h5py.Dataset) else ())
-    columns = _clean_columns(source, {k: f[k][()] for k in keys})
+    columns = _clean_columns(source, {k: _read(f[k], f"{source}: {k}") for k in keys})
     if len(columns["rewards"]) == 0:
         raise DataError(f"{source} has no transitions; regenerate it with `{MAKE_DATASET}`.")
     return _split(columns)
@@ -179,13 +205,15 @@ def _read_minari(f: h5py.File, source: str) -> list[Trajectory]:
                             "stores each episode as a group of observations, actions, rewards, "
                             "terminations and truncations.")
         _missing_keys(where, episode, MINARI_KEYS, "a Minari episode")
-        obs, actions = episode["observations"][()], episode["actions"][()]
+        obs, actions = (_read(episode[k], f"{where}: {k}") for k in ("observations", "actions"))
         if len(obs) != len(actions) + 1:
             raise DataError(f"{where}: observations has {len(obs)} rows but a Minari episode "
                             f"stores len(actions) + 1 = {len(actions) + 1}; repair the file.")
         columns = _clean_columns(where, {
-            "observations": obs[:-1], "actions": actions, "rewards": episode["rewards"][()],
-            "terminals": episode["terminations"][()], "timeouts": episode["truncations"][()]})
+            "observations": obs[:-1], "actions": actions,
+            **{name: _read(episode[k], f"{where}: {k}") for name, k in (
+                ("rewards", "rewards"), ("terminals", "terminations"),
+                ("timeouts", "truncations"))}})
         if len(actions):
             trajectories.append(Trajectory(columns["observations"], columns["actions"],
                                            columns["rewards"], bool(columns["terminals"].any())))
@@ -208,6 +236,9 @@ def load_trajectories(path) -> list[Trajectory]:
     if not path.exists():
         raise DataError(f"{path} not found: make a dataset with `{MAKE_DATASET}` (or train with "
                         "--env ENV --dataset LEVEL), or pass a D4RL file or Minari folder.")
+    if not (path.is_file() or path.is_dir()):  # opening a pipe would wait forever
+        raise DataError(f"{path} is neither a regular file nor a folder (a pipe or a device?); "
+                        "pass a D4RL .hdf5 file or a Minari dataset folder.")
     file = _minari_file(path) if path.is_dir() else path
     try:
         with h5py.File(file, "r") as f:
@@ -216,6 +247,9 @@ def load_trajectories(path) -> list[Trajectory]:
     except OSError as e:  # not HDF5, truncated, or unreadable
         raise DataError(f"{file} is not a readable HDF5 file ({e}); pass a D4RL .hdf5 file or "
                         "a Minari dataset folder.") from None
+    except KeyError as e:  # h5py's way of saying a link leads nowhere (an external file gone)
+        raise DataError(f"{file} links to data that cannot be opened ({e.args[0] if e.args else e})"
+                        "; copy the data into the file or pass another dataset.") from None
 
 
 def write_d4rl_hdf5(path, observations, actions, rewards, terminals, timeouts,
@@ -241,7 +275,9 @@ def write_d4rl_hdf5(path, observations, actions, rewards, terminals, timeouts,
 
 def check_fits_env(data, env: str, source="the dataset") -> None:
     """DataError unless the observation/action sizes of data (a list of trajectories, a
-    TrajectoryDataset or an (obs, act) pair) are those of env."""
+    TrajectoryDataset or an (obs, act) pair) are those of env; for a list of trajectories also
+    unless every action lies in env's action space (with ACTION_TOLERANCE) and every reward
+    within +- MAX_STEP_REWARD (the message names the first bad row)."""
     if isinstance(data, tuple):
         sizes = data
     elif hasattr(data, "state_dim"):  # a TrajectoryDataset
@@ -255,6 +291,29 @@ def check_fits_env(data, env: str, source="the dataset") -> None:
         raise DataError(f"{source} has observations of size {sizes[0]} and actions of size "
                         f"{sizes[1]} but {ENVS[key]} has {ENV_DIMS[key][0]} and "
                         f"{ENV_DIMS[key][1]}; {hint}.")
+    if isinstance(data, list):
+        _check_plausible(data, key, source)
+
+
+def _check_plausible(trajectories, key, source):
+    """Actions inside the env's action space (with a tolerance), rewards of a plausible size."""
+    actions = np.concatenate([t.actions for t in trajectories])  # (N, act)
+    rewards = np.concatenate([t.rewards for t in trajectories])  # (N,)
+    low, high = ACTION_LOW - ACTION_TOLERANCE, ACTION_HIGH + ACTION_TOLERANCE
+    bad = ((actions < low) | (actions > high)).any(axis=1)  # (N,)
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(f"{source}: {bad.sum()} rows have actions outside {ENVS[key]}'s action "
+                        f"space [{ACTION_LOW:g}, {ACTION_HIGH:g}], the first at row {row} "
+                        f"({np.array2string(actions[row], precision=3)}); pass a dataset made "
+                        f"for {ENVS[key]} (or clip its actions).")
+    bad = np.abs(rewards) > MAX_STEP_REWARD  # (N,)
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(f"{source}: {bad.sum()} rows have rewards beyond +-{MAX_STEP_REWARD:g}, "
+                        f"more than one step of {ENVS[key]} earns, the first at row {row} "
+                        f"({rewards[row]:.3g}); the file is damaged or not {key}'s: regenerate "
+                        "it.")
 
 
 # ----------------------------------------------------------------------------- datasets by name
@@ -349,10 +408,12 @@ def main(argv=None) -> None:
     """python data.py PATH [--env ENV]: print what a dataset holds, as JSON."""
     cfg = parse_config(InspectConfig, argv, main.__doc__)
     try:
-        dataset = TrajectoryDataset(load_trajectories(cfg.data))
+        trajectories = load_trajectories(cfg.data)
+        if cfg.env:
+            check_fits_env(trajectories, cfg.env, source=cfg.data)
+        dataset = TrajectoryDataset(trajectories)
         summary = dataset.summary()
         if cfg.env:
-            check_fits_env(dataset, cfg.env, source=cfg.data)
             summary["normalized_mean"] = normalized_score(cfg.env, summary["return_mean"])
     except DataError as e:
         sys.exit(f"error: {e}")

@@ -132,13 +132,15 @@ def test_disk_full_during_a_checkpoint_is_one_sentence_and_leaves_the_last_one_w
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")  # the returns-to-go overflow float32
 def test_a_nan_loss_blames_the_learning_rate_and_the_reward_scale(tmp_path, capsys):
-    """Huge rewards make returns-to-go huge: the hint names --return-scale, not only --lr."""
+    """Huge returns-to-go (plausible rewards over a tiny --return-scale): the hint names
+    --return-scale, not only --lr. (Rewards beyond any env's are refused before training.)"""
     path = tmp_path / "huge.hdf5"
     n = 200
     rng = np.random.default_rng(0)
     data.write_d4rl_hdf5(path, rng.normal(size=(n, 11)), rng.uniform(-1, 1, (n, 3)),
-                         np.full(n, 1e38), np.arange(n) % 50 == 49, np.zeros(n, bool))
-    message = error_of(train.main, tiny_argv(path, tmp_path / "run"), capsys)
+                         np.full(n, 90.0), np.arange(n) % 50 == 49, np.zeros(n, bool))
+    message = error_of(train.main, tiny_argv(path, tmp_path / "run") + ["--return-scale", "1e-36"],
+                       capsys)
     assert "check the data's rewards and --return-scale" in message
 
 
