@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssm import SCAN_BACKENDS, MambaBackbone
+from ssm import SCAN_BACKENDS, MambaBackbone, SSMError, backend_from_env
 
 BACKBONES = ("gpt", "mamba")
 MODELS = {"dt": "gpt", "mamba": "mamba"}  # the scripts' --model name -> DecisionConfig.backbone
@@ -81,6 +81,11 @@ class DecisionConfig:
         if self.scan_backend not in SCAN_BACKENDS:
             raise ModelError(f"scan_backend must be one of {SCAN_BACKENDS}, got "
                              f"{self.scan_backend!r}; pick one of those.")
+        if self.backbone == "mamba" and self.scan_backend == "auto":
+            try:  # DM_SCAN_BACKEND replaces "auto": a bad value is one sentence, here
+                backend_from_env()
+            except SSMError as e:
+                raise ModelError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- attention

@@ -363,12 +363,26 @@ def _load_c_scan():
                    _mamba_step_c), None
 
 
+def backend_from_env():
+    """DM_SCAN_BACKEND, checked: None where unset; an SSMError for a name that is not a backend,
+    or for triton where torch sees no CUDA device (and Triton's interpreter is off)."""
+    name = os.environ.get(BACKEND_ENV) or None
+    if name is not None and name not in SCAN_BACKENDS:
+        raise SSMError(f"{BACKEND_ENV}={name!r} is not a scan backend; set it to one of "
+                       f"{', '.join(SCAN_BACKENDS)}, or unset it.")
+    if name == "triton" and not torch.cuda.is_available() and (
+            os.environ.get("TRITON_INTERPRET") != "1"):
+        raise SSMError(f"{BACKEND_ENV}=triton needs a CUDA GPU and torch sees none; set it to c "
+                       "or torch, or unset it.")
+    return name
+
+
 def resolve_backend(name, device, d_state=None):
     """The backend that `name` (one of SCAN_BACKENDS, or None for "auto") stands for on `device`
     (a torch.device or "cpu" / "cuda"), for a state of size d_state: a name other than "auto".
-    DM_SCAN_BACKEND, when set, replaces "auto"."""
+    DM_SCAN_BACKEND, when set, replaces "auto" (checked by backend_from_env)."""
     if name in (None, "auto"):
-        name = os.environ.get(BACKEND_ENV) or "auto"
+        name = backend_from_env() or "auto"
     if name not in SCAN_BACKENDS:
         raise SSMError(f"Unknown scan backend {name!r} (from scan_backend or {BACKEND_ENV}); "
                        f"choose one of {', '.join(SCAN_BACKENDS)}.")
