@@ -391,8 +391,8 @@ def grade(number, answers=None, timeout_s=TEST_TIMEOUT_S):
                      output=f"{output[-3000:]}\nthe tests of exercise {ex.number} could not "
                             "start (see above): make your code import (no syntax errors).")]
     share = POINTS / len(outcomes)
-    return [dict(name=f"exercise {ex.number}: {name}", max_score=round(share, 4),
-                 score=round(share, 4) if outcome == "passed" else 0.0, status=outcome,
+    return [dict(name=f"exercise {ex.number}: {name}", max_score=share,
+                 score=share if outcome == "passed" else 0.0, status=outcome,
                  output=message) for name, outcome, message in outcomes]
 
 
@@ -463,7 +463,7 @@ def main(argv=None):
             tests, full = [], True
             for number in numbers:
                 graded = grade(number, answers, args.timeout)
-                full = print_results(number, graded) >= POINTS - 1e-6 and full
+                full = print_results(number, graded) >= POINTS - 1e-9 and full
                 tests += graded
             if len(numbers) > 1:
                 print(f"total {sum(t['score'] for t in tests):.2f}/{POINTS * len(numbers)}")
