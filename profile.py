@@ -46,7 +46,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cli import atomic_write, flag_name, given_flags, option, write_json  # standard library only
+from cli import (WriteError, atomic_write, flag_name, given_flags,  # standard library only
+                 one_sentence_write_errors, option, refuse_to_replace, write_json)
 
 if __name__ == "profile":  # imported in place of the standard library's profile: become it
     _spec = importlib.util.spec_from_file_location(
@@ -128,6 +129,8 @@ class ProfileConfig:
     memory_cap_gb: float = option(4.0, "CPU: memory a measurement may add (RLIMIT_DATA above what "
                                        "the process holds); beyond it, it is out of memory")
     seed: int = option(0, "seed of the random weights and inputs")
+    force: bool = option(False, "replace result files in --out that git tracks or that "
+                                "profile.py did not write")
 
 
 QUICK = dict(latency_contexts=(20, 100), latency_batches=(1,), train_contexts=(20, 40),
@@ -404,6 +407,17 @@ def check_config(cfg):
                            "--device cpu.")
 
 
+def written_by_profile(path):
+    """True for a file profile.py wrote: its JSON results, their markdown, or a matplotlib PNG."""
+    path = Path(path)
+    if path.suffix == ".json":
+        return {"device", "settings", "latency"} <= set(json.loads(path.read_text()))
+    if path.suffix == ".md":
+        return path.read_text(errors="replace").startswith("## Runtime and memory on ")
+    head = path.read_bytes()[:4096]
+    return head.startswith(b"\x89PNG") and b"Matplotlib" in head
+
+
 def output_folder(cfg):
     """--out, else results/ for a full run and runs/profile-quick/ (ignored by git) for --quick."""
     return cfg.out or ("runs/profile-quick" if cfg.quick else "results")
@@ -417,6 +431,12 @@ def profile(cfg: ProfileConfig, command) -> tuple:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     slug, name = describe_device(device)
+    prefix = os.path.join(output_folder(cfg), f"profile-{slug}")
+    try:  # before the sweeps: a refusal costs nothing
+        for suffix in (".json", ".md", "-latency.png", "-memory.png"):
+            refuse_to_replace(prefix + suffix, cfg.force, written_by_profile)
+    except WriteError as e:
+        raise ProfileError(str(e)) from None
     start, load_before = time.time(), load_average()
     backends, run = scan_backends(cfg, device), set(cfg.sweeps)
     calls = dict(latency=3 * len(cfg.latency_contexts) * len(cfg.latency_batches),
@@ -438,11 +458,11 @@ def profile(cfg: ProfileConfig, command) -> tuple:
         latency=latency, train=train, train_stops=stops, compare=compare, scan=scan,
         wall_s=round(time.time() - start, 1))
     results["targets"] = judge_targets(results)
-    os.makedirs(output_folder(cfg), exist_ok=True)
-    prefix = os.path.join(output_folder(cfg), f"profile-{slug}")
-    write_json(prefix + ".json", results)
-    atomic_write(prefix + ".md", lambda tmp: Path(tmp).write_text(profile_markdown(results)))
-    profile_plots(results, prefix)
+    with one_sentence_write_errors(output_folder(cfg)):  # a full disk, a read-only folder
+        os.makedirs(output_folder(cfg), exist_ok=True)
+        write_json(prefix + ".json", results)
+        atomic_write(prefix + ".md", lambda tmp: Path(tmp).write_text(profile_markdown(results)))
+        profile_plots(results, prefix)
     return results, prefix
 
 
@@ -454,7 +474,7 @@ def main(argv=None):
     cfg = ProfileConfig(**({**QUICK, **typed} if typed.get("quick") else typed))
     try:
         results, prefix = profile(cfg, argv)
-    except ProfileError as e:
+    except (ProfileError, WriteError) as e:
         sys.exit(f"error: {e}")
     print(profile_markdown(results))
     print(f"wrote {prefix}.json, .md, .png plots in {results['wall_s']:.0f} s")
