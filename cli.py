@@ -123,7 +123,7 @@ def refuse_to_replace(path, force=False, ours=None, flag="--force"):
 
 
 # What errno says, as the part of the sentence that tells what to do.
-_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
@@ -138,18 +138,28 @@ def one_sentence_write_errors(path):
         raise
     except (OSError, RuntimeError) as e:
         text = str(e)
+        # torch.save's zip writer and HDF5 report a failed write as a RuntimeError
         if isinstance(e, RuntimeError) and not re.search(
-                r"PytorchStreamWriter|file write failed|unexpected pos|inline_container", text):
+                r"PytorchStreamWriter|file write failed|unexpected pos|inline_container|"
+                r"errno = \d+", text):
             raise
         code = getattr(e, "errno", None)
-        if code in _FULL or isinstance(e, RuntimeError):
-            why = ("the disk is full or a file-size limit was reached" if code != errno.EFBIG
-                   else "the file is larger than this process may write (ulimit -f)")
-            raise WriteError(f"cannot write {path}: {why}; free some disk space (or raise the "
-                             "limit) and run the command again.") from None
+        if isinstance(e, RuntimeError):
+            found = re.search(r"errno = (\d+)", text)  # HDF5 names the system's error
+            code = int(found.group(1)) if found else None  # torch does not
+            if code is None:
+                raise WriteError(f"cannot write {path}: the disk is full or a file-size limit "
+                                 "(ulimit -f) is reached; free some disk space (or raise the "
+                                 "limit) and run the command again.") from None
+        if code == errno.EFBIG:
+            raise WriteError(f"cannot write {path}: it would pass this process's file-size "
+                             "limit (ulimit -f); raise the limit or write elsewhere.") from None
+        if code in _FULL:
+            raise WriteError(f"cannot write {path}: the disk is full (or a quota is reached); "
+                             "free some disk space and run the command again.") from None
         if code in _DENIED:
-            raise WriteError(f"cannot write {path}: {e.strerror or text}; make its folder "
-                             "writable or write elsewhere.") from None
+            raise WriteError(f"cannot write {path}: {getattr(e, 'strerror', None) or text}; "
+                             "make its folder writable or write elsewhere.") from None
         raise WriteError(f"cannot write {path}: {getattr(e, 'strerror', None) or text}; check "
                          "the path and run the command again.") from None
 
