@@ -41,7 +41,8 @@ def scan_inputs(seed, batch=2, length=9, channels=3, n_state=4):
                 delta=0.5 * randn(seed + 1, batch, length, channels),
                 A=-(torch.rand(channels, n_state, generator=torch.Generator().manual_seed(seed))
                     * 2 + 0.2),
-                B=randn(seed + 2, batch, length, n_state), C=randn(seed + 3, batch, length, n_state),
+                B=randn(seed + 2, batch, length, n_state),
+                C=randn(seed + 3, batch, length, n_state),
                 D=randn(seed + 4, channels), z=randn(seed + 5, batch, length, channels),
                 delta_bias=0.3 * randn(seed + 6, channels))
 
