@@ -175,19 +175,21 @@ def region_code(text, path="the file"):
     return code
 
 
-def splice(text, number, answers, path="the file"):
-    """The grading version of a source text: exercise `number`'s regions hold `answers` (one
-    code string per region), every other exercise region is blank, hidden regions stay."""
-    lines = text.splitlines(keepends=True)
-    ours = [r for r in regions(text, path) if r.kind == "exercise" and r.number == number]
-    for r in reversed(regions(text, path)):
-        if r.kind != "exercise":
-            continue
-        if r.number == number and answers is not None:
-            code = answers[ours.index(r)]
-            lines[r.begin + 1:r.end] = [code if code.endswith("\n") or not code else code + "\n"]
-        else:
+def splice(text, answers, path="the file"):
+    """`text` with the regions of each exercise in `answers` ({number: [code of each region]})
+    holding that code and every other exercise region blank; hidden regions stay as they are."""
+    lines, seen = text.splitlines(keepends=True), {}
+    filled = []
+    for r in regions(text, path):
+        if r.kind == "exercise":
+            index = seen[r.number] = seen.get(r.number, -1) + 1
+            code = answers.get(r.number, [None] * (index + 1))[index]
+            filled.append((r, code))
+    for r, code in reversed(filled):
+        if code is None:
             lines[r.begin + 1:r.end] = [_blank(r)]
+        else:
+            lines[r.begin + 1:r.end] = [code if code.endswith("\n") or not code else code + "\n"]
     return "".join(lines)
 
 
@@ -315,8 +317,8 @@ def build_grading_tree(number, answers, dest, root=ROOT):
         target.parent.mkdir(parents=True, exist_ok=True)
         if rel in EXERCISE_FILES:
             text = (root / rel).read_text()
-            target.write_text(splice(text, number, _answers_for(number, answers, text, rel),
-                                     rel))
+            theirs = _answers_for(number, answers, text, rel)
+            target.write_text(splice(text, {} if theirs is None else {number: theirs}, rel))
         else:
             shutil.copy2(root / rel, target)
     return dest

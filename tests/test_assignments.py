@@ -109,7 +109,8 @@ def test_python_m_pytest_in_the_student_copy_fails_exactly_the_unsolved_exercise
     solved = tmp_path / "solved"
     shutil.copytree(student_copy, solved)
     for rel in assignments.EXERCISE_FILES:   # the reference's regions back in
-        shutil.copy2(ROOT / rel, solved / rel)
+        reference = assignments.region_code((ROOT / rel).read_text())
+        (solved / rel).write_text(assignments.splice((solved / rel).read_text(), reference))
     done = run(["-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=solved)
     assert done.returncode == 0 and "failed" not in done.stdout, done.stdout[-3000:]
 
@@ -141,7 +142,9 @@ def test_exercise_8_alone_scores_full_marks_and_every_test_of_a_blank_exercise_f
         student_copy, tmp_path):
     folder = tmp_path / "only-8"
     shutil.copytree(student_copy, folder)
-    shutil.copy2(ROOT / "evaluate.py", folder / "evaluate.py")   # exercise 8 solved, 1-7 blank
+    solution = assignments.region_code((ROOT / "evaluate.py").read_text())
+    (folder / "evaluate.py").write_text(   # exercise 8 solved, 1-7 blank
+        assignments.splice((folder / "evaluate.py").read_text(), solution))
     answers, _ = assignments.read_submission(folder)
     for ex in assignments.EXERCISES:
         tests = assignments.grade(ex.number, answers)
