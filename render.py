@@ -227,3 +227,36 @@ def plot_targets(runs, path):
         ax.legend(fontsize=6)
     save_png(fig, path)
 
+
+
+def plot_pilot(curves, path):
+    """The protocol pilot: one panel per cell (env, model), the mean over seeds of each recipe's
+    validation score, raw weights solid, EMA dashed. curves: (env, model) -> recipe ->
+    {"raw"|"ema": [(step, mean score over seeds)]}."""
+    plt = _pyplot()
+    cells = sorted(curves)
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.4), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        for i, (recipe, lines) in enumerate(sorted(curves[cell].items())):
+            for kind, style in (("raw", "-"), ("ema", "--")):
+                if lines.get(kind):
+                    steps, values = zip(*lines[kind])
+                    ax.plot(steps, values, style, color=f"C{i}", marker=".",
+                            label=f"{recipe} {kind}")
+        ax.set_title(f"{cell[0]} / {MODEL_NAMES.get(cell[1], cell[1])}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("normalised score (validation, mean over seeds)")
+        ax.legend(fontsize=7)
+    save_png(fig, path)
+
+
+def plot_profile(profiles, taus, path):
+    """Performance profiles (Agarwal et al. 2021): the fraction of runs scoring above tau."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for model, fractions in profiles.items():
+        ax.plot(taus, fractions, color=COLORS.get(model), label=MODEL_NAMES.get(model, model))
+    ax.set_xlabel("normalised score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.legend()
+    save_png(fig, path)

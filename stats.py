@@ -5,7 +5,12 @@
                  targets.json (a sweep of targets); runs with equal `key` are seeds of one
                  experiment
   statistics     mean +- std over seeds, Welch's 95% interval of a difference of means and the
-                 verdict it allows, and the pilot's rule for when a learning curve has settled
+                 verdict it allows (with an equivalence margin), and the pilot's rule for when a
+                 learning curve has settled
+  aggregate      over all tasks: the interquartile mean of normalised scores with stratified
+                 bootstrap intervals, P(Mamba > DT) and performance profiles (rliable)
+  protocol pilot the candidate estimators read from the pilot's curves, and the rule written
+                 before it ran (results/pilot-v2/RULE.md) applied to them
 
 A run folder (written by train.py, see its docstring): config.json ({"train": settings, "model":
 model settings, "data": {path, return_mean, return_max, ...}, "device", "versions", ...}),
@@ -13,8 +18,11 @@ metrics.jsonl (lines {"step", "loss", "lr", "time"} and {"step", "eval": {...}})
 ({"config": ..., "results": [one evaluate() result per target]}) and, optionally, targets.json
 (evaluate.py --out: the same, for a sweep of targets).
 
-Reference: Welch 1947, "The generalization of Student's problem when several different population
-variances are involved" (the interval of a difference of means with unequal variances).
+References: Welch 1947, "The generalization of Student's problem when several different
+population variances are involved" (the interval of a difference of means with unequal
+variances); Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice" (IQM,
+stratified bootstrap, probability of improvement, performance profiles; their `rliable` computes
+them).
 """
 import json
 import math
@@ -34,6 +42,8 @@ SEED_ONLY = ("seed", "out", "resume", "device", "compile", "log_every", "save_ev
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
 PATIENCE = 3  # the budget rule: evaluations in a row that must not beat the best so far
+MARGIN = 5.0  # normalised points: a difference whose whole interval lies within +-MARGIN is
+#               "equivalent"; a wide interval that holds 0 is "undecided"
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -165,12 +175,15 @@ def welch_interval(a, b):
     return float(diff - half), float(diff + half)
 
 
-def verdict(interval, better="Mamba", worse="DT"):
+def verdict(interval, better="Mamba", worse="DT", margin=MARGIN):
+    """A model is named only when the interval excludes 0; "equivalent" needs all of it inside
+    [-margin, +margin]; an interval that holds 0 and reaches past the margin is undecided."""
     if interval is None:
         return "too few seeds to compare"
     lo, hi = interval
-    return (f"{better} better" if lo > 0 else f"{worse} better" if hi < 0
-            else "no detectable difference")
+    if lo > 0 or hi < 0:
+        return f"{better} better" if lo > 0 else f"{worse} better"
+    return f"equivalent within {margin:g}" if -margin <= lo and hi <= margin else "undecided"
 
 
 def curve_point(record):
@@ -228,3 +241,143 @@ def experiments(groups):
             chosen[env, dataset, model, variant] = runs
     return chosen
 
+
+
+# ----------------------------------------------------------------------------- aggregate
+
+def aggregate(score_matrices, reps=2000, seed=0):
+    """Over all tasks, with rliable (Agarwal et al. 2021). score_matrices: model -> (seeds,
+    tasks) normalised scores, the same tasks (columns) in the same order for every model.
+    Returns model -> (IQM, (lo, hi)), and P(Mamba > DT) with its interval: the probability that
+    a run of Mamba beats a run of the DT on a task, averaged over tasks. 95% intervals from the
+    stratified bootstrap (seeds resampled within each task)."""
+    from rliable import library as rly, metrics  # only the report needs it
+    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global generator
+    matrices = {m: np.asarray(v, dtype=float) for m, v in score_matrices.items()}
+    point, ci = rly.get_interval_estimates(
+        matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+    iqm = {m: (float(point[m][0]), (float(ci[m][0, 0]), float(ci[m][1, 0]))) for m in matrices}
+    pair = {"mamba,dt": (matrices["mamba"], matrices["dt"])}
+    point, ci = rly.get_interval_estimates(pair, metrics.probability_of_improvement, reps=reps)
+    p = (float(np.squeeze(point["mamba,dt"])), tuple(float(x) for x in np.ravel(ci["mamba,dt"])))
+    return iqm, p
+
+
+def task_matrices(groups):
+    """model -> (seeds, tasks) normalised scores of the K=20 runs, each env x dataset task that
+    has both models at its higher target, the first n seeds of each (n: the fewest any task
+    has); None with fewer than 2 seeds."""
+    by_task = defaultdict(dict)
+    for (env, dataset, model, variant), runs in experiments(groups).items():
+        if variant == "K=20":
+            by_task[env, dataset][model] = sorted(runs, key=lambda r: r.train["seed"])
+    columns = defaultdict(list)  # model -> per task, the seeds' scores
+    for task, by_model in sorted(by_task.items()):
+        if {"dt", "mamba"} <= by_model.keys():
+            target = max(res["target_return"] for m in ("dt", "mamba") for r in by_model[m]
+                         for res in r.evals)
+            for m in ("dt", "mamba"):
+                columns[m].append(scores(by_model[m], target))
+    n = min((len(c) for cols in columns.values() for c in cols), default=0)
+    if n < 2:
+        return None
+    return {m: np.array([c[:n] for c in cols]).T for m, cols in columns.items()}
+
+
+def performance_profile(score_matrices, taus):
+    """model -> the fraction of all (seed, task) runs whose score exceeds each tau."""
+    return {m: np.array([(np.asarray(v) > t).mean() for t in taus]) for m, v in
+            score_matrices.items()}
+
+
+# ----------------------------------------------------------------------------- protocol pilot
+
+PILOT_BUDGETS = {"const-8k": (4000, 8000), "cosine-8k": (8000,), "cosine-4k": (4000,)}
+ESTIMATORS = ("last", "ema", "mean3")  # the tie-break order of RULE.md: simplest first
+
+
+def pilot_estimates(metrics_lines, budget):
+    """A pilot run's three estimates at `budget` (normalised scores on validation seeds), from
+    its metrics.jsonl lines: last = the raw weights at the budget, ema = the EMA weights there,
+    mean3 = the mean of the raw evaluations at budget-2000, budget-1000 and budget. None where
+    an evaluation is missing."""
+    raw = {r["step"]: r["eval"]["score_mean"] for r in metrics_lines if "eval" in r}
+    ema = {r["step"]: r["eval_ema"]["score_mean"] for r in metrics_lines if "eval_ema" in r}
+    window = [budget - 2000, budget - 1000, budget]
+    return {"last": raw.get(budget), "ema": ema.get(budget),
+            "mean3": (float(np.mean([raw[s] for s in window]))
+                      if all(s in raw for s in window) else None)}
+
+
+def apply_pilot_rule(estimates, costs, baseline=("const", 4000, "last")):
+    """RULE.md applied. estimates: (schedule, budget, estimator) -> cell (env, model) -> the seeds'
+    estimates; costs: candidate -> projected sweep core-hours. Only complete cells (3 seeds in
+    every candidate) count. Returns (rows, chosen): a row per candidate with sd, mean, cost,
+    the max cell sd and why it is out (None: eligible); chosen is the candidate picked (None
+    when no cell is complete)."""
+    cells = sorted(set.intersection(*[{c for c, v in by_cell.items() if len(v) >= 3}
+                                      for by_cell in estimates.values()]))
+    rows = {}
+    for cand, by_cell in estimates.items():
+        if not cells:
+            break
+        sds = [float(np.std(by_cell[c], ddof=1)) for c in cells]
+        rows[cand] = {"sd": float(np.mean(sds)), "max_sd": max(sds), "cost": costs[cand],
+                      "mean": float(np.mean([np.mean(by_cell[c]) for c in cells])),
+                      "cells": cells, "out": None}
+    if not rows:
+        return rows, None
+    for cand, row in rows.items():
+        if row["cost"] > 30:
+            row["out"] = f"unaffordable ({row['cost']:.0f} > 30 core-hours)"
+        elif row["mean"] < rows[baseline]["mean"] - 5:
+            row["out"] = f"mean {row['mean']:.1f} < v1's {rows[baseline]['mean']:.1f} - 5"
+    left = {c: r for c, r in rows.items() if r["out"] is None}
+    if not left:
+        return rows, None
+    best = min(r["sd"] for r in left.values())
+    tied = [c for c, r in left.items() if r["sd"] <= best + 1.0]
+    chosen = min(tied, key=lambda c: (rows[c]["cost"], ESTIMATORS.index(c[2]), rows[c]["sd"],
+                                      c[0] != "const"))
+    return rows, chosen
+
+
+def read_pilot_v2(folder):
+    """The pilot's records -> (run names, estimates: candidate -> cell -> seeds' estimates,
+    curves: cell -> recipe -> raw|ema -> [(step, mean over seeds)], costs: candidate ->
+    projected sweep core-hours as RULE.md defines them, None until both models have runs)."""
+    estimates = defaultdict(lambda: defaultdict(list))
+    points = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    step_s, eval_s, names = defaultdict(list), defaultdict(list), []
+    for path in sorted(Path(folder).glob("*/metrics.jsonl")):
+        recipe = next(r for r in PILOT_BUDGETS if path.parent.name.startswith(r + "-"))
+        train = read_json(path.parent / "config.json")["train"]
+        cell = (train["env"], train["model"])
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        names.append(path.parent.name)
+        for budget in PILOT_BUDGETS[recipe]:
+            for estimator, value in pilot_estimates(lines, budget).items():
+                if value is not None:
+                    estimates[recipe.split("-")[0], budget, estimator][cell].append(value)
+        for r in lines:
+            for kind, key in (("raw", "eval"), ("ema", "eval_ema")):
+                if key in r:
+                    points[cell][recipe][kind][r["step"]].append(r[key]["score_mean"])
+        last = [r for r in lines if "loss" in r][-1]
+        step_s[train["model"]].append(last["time"] / last["step"])
+        eval_s[train["model"]] += [r["eval"]["wall_time_s"] for r in lines if "eval" in r]
+    curves = {cell: {recipe: {kind: sorted((s, float(np.mean(v))) for s, v in pts.items())
+                              for kind, pts in kinds.items()} for recipe, kinds in by.items()}
+              for cell, by in points.items()}
+    if {"dt", "mamba"} - step_s.keys():
+        return names, estimates, curves, None
+
+    def run_hours(model, budget, checkpoints):  # training, then 100 test episodes x 2 targets
+        return (budget * np.mean(step_s[model]) + checkpoints * 10 * np.mean(eval_s[model])) / 3600
+
+    costs = {}
+    for cand in estimates:
+        k = 3 if cand[2] == "mean3" else 1
+        costs[cand] = float(45 * (run_hours("dt", cand[1], k) + run_hours("mamba", cand[1], k))
+                            + 9 * 2 * run_hours("mamba", cand[1], k))
+    return names, estimates, curves, costs

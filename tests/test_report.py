@@ -85,7 +85,8 @@ def runs(tmp_path, monkeypatch):
 def write(runs, **kw):
     out = runs / "REPORT.md"
     cfg = report.ReportConfig(**{**dict(runs=tuple(sorted(str(p) for p in (
-        runs / "runs").iterdir())), profile=(), out=str(out), figures=str(runs / "figures")), **kw})
+        runs / "runs").iterdir())), profile=(), out=str(out), figures=str(runs / "figures"),
+        bootstrap_reps=100), **kw})
     report.write_report(cfg)
     return out.read_text(), cfg
 
@@ -97,7 +98,9 @@ def test_welch_interval_verdict_and_the_budget_rule_by_hand():
         3 + 2.776 * (2 / 3) ** 0.5)
     assert stats.verdict((lo, hi)) == "Mamba better"
     assert stats.verdict(stats.welch_interval([4, 5, 6], [1, 2, 3])) == "DT better"
-    assert stats.verdict(stats.welch_interval([1, 5], [2, 4])) == "no detectable difference"
+    assert stats.verdict(stats.welch_interval([1, 5], [2, 4])) == "undecided"
+    assert stats.verdict((-4.9, 4.9)) == "equivalent within 5"  # wholly inside the margin
+    assert stats.verdict((-5.1, 4.9)) == "undecided"
     assert stats.welch_interval([1], [2, 3]) is None and stats.verdict(None).startswith("too")
     # best so far 3 at step 2, then three that do not beat it; a rising curve never settles
     assert stats.converged_step([(1, 1, 0), (2, 3, 0), (3, 2, 0), (4, 3, 0), (5, 1, 0)]) == 2
@@ -116,13 +119,13 @@ def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs)
     diff = np.mean(mamba_high) - np.mean(dt_high)  # +30.7, but with two Mamba seeds (Welch df
     assert lo < 0 < hi  # about 1.4 -> t 12.7) the interval still holds 0
     assert (f"| hopper | medium | 3600 | 1500 (46.7) / 3100 (95.9) | 34.4 ± 3.1 (n=3) | "
-            f"65.1 ± 4.3 (n=2) | {diff:+.1f} [{lo:+.1f}, {hi:+.1f}] | no detectable difference | "
+            f"65.1 ± 4.3 (n=2) | {diff:+.1f} [{lo:+.1f}, {hi:+.1f}] | undecided | "
             "67.6 ± 1.0 / 65.1 ± 1.6 |") in text
     # the lower target: DT 900/1000/1100, Mamba 1000/1200
     lo, hi = stats.welch_interval([score(r) for r in (900, 1000, 1100)],
                                    [score(r) for r in (1000, 1200)])
     assert "| hopper | medium | 1800 |" in text
-    assert f"[{lo:+.1f}, {hi:+.1f}] | no detectable" in text
+    assert f"[{lo:+.1f}, {hi:+.1f}] | undecided" in text
     # every experiment at its own target; another lr is its own experiment, not a fourth seed
     assert "| hopper | medium | DT | K=20 | dt | 0,1,2 | 1100 ± 100 (ep. sd 10)" in text
     assert "| Mamba | K=20 | mamba | 0,1,2 (2 evaluated) | 2100 ± 141" in text

@@ -1,0 +1,90 @@
+"""The comparison's statistics (stats.py, report.py): the aggregate over tasks (rliable) checked by
+hand, and the protocol pilot's rule (results/pilot-v2/RULE.md) on records made up to test it."""
+import json
+
+import numpy as np
+import pytest
+
+import report
+import stats
+
+CELLS = [("hopper", "dt"), ("hopper", "mamba")]
+
+
+def test_iqm_and_probability_of_improvement_match_a_hand_computation():
+    rng = np.random.default_rng(0)
+    dt, mamba = rng.uniform(0, 100, (4, 3)), rng.uniform(20, 100, (4, 3))  # (seeds, tasks)
+    iqm, (p, (p_lo, p_hi)) = stats.aggregate({"dt": dt, "mamba": mamba}, reps=200)
+    for name, scores in (("dt", dt), ("mamba", mamba)):
+        middle = np.sort(scores.ravel())[3:9]  # 12 runs: drop the lowest and highest 3
+        assert iqm[name][0] == pytest.approx(middle.mean())
+        assert iqm[name][1][0] < iqm[name][0] < iqm[name][1][1]
+    by_task = [np.mean([(x > y) + 0.5 * (x == y) for x in mamba[:, t] for y in dt[:, t]])
+               for t in range(3)]
+    assert p == pytest.approx(np.mean(by_task)) and p_lo <= p <= p_hi
+
+
+def test_performance_profile_is_the_fraction_of_runs_above_each_threshold():
+    profile = stats.performance_profile({"dt": [[10, 50], [30, 70]]}, [0, 30, 70])
+    assert profile["dt"].tolist() == [1.0, 0.5, 0.0]
+
+
+def pilot_lines(raw, ema, budget, seconds_per_step=0.1):
+    """metrics.jsonl lines of a pilot run: evaluations every 1000 steps with these scores."""
+    lines = [{"step": budget, "loss": 0.1, "lr": 0.0, "time": budget * seconds_per_step}]
+    for i, (r, e) in enumerate(zip(raw, ema), start=1):
+        lines.append({"step": 1000 * i, "eval": {"score_mean": r, "wall_time_s": 10.0},
+                      "eval_ema": {"score_mean": e, "wall_time_s": 10.0}})
+    return lines
+
+
+def test_pilot_estimates_read_last_ema_and_the_mean_of_the_last_three():
+    lines = pilot_lines([10, 20, 30, 40], [1, 2, 3, 4], 4000)
+    assert stats.pilot_estimates(lines, 4000) == {"last": 40, "ema": 4, "mean3": 30.0}
+    assert stats.pilot_estimates(lines, 2000) == {"last": 20, "ema": 2, "mean3": None}
+
+
+def test_the_rule_drops_the_unaffordable_and_the_stably_bad_then_takes_the_lowest_spread():
+    v1 = ("const", 4000, "last")
+    estimates = {v1: {c: [20, 60, 70] for c in CELLS},  # the noisy baseline, mean 50
+                 ("const", 4000, "ema"): {c: [12, 13, 14] for c in CELLS},  # stable but bad
+                 ("cosine", 8000, "last"): {c: [55, 56, 57] for c in CELLS},  # stable, too dear
+                 ("cosine", 4000, "mean3"): {c: [50, 54, 58] for c in CELLS},  # sd 4
+                 ("cosine", 4000, "last"): {c: [49, 52, 55] for c in CELLS},  # sd 3
+                 ("cosine", 4000, "ema"): {c: [50, 52, 54] for c in CELLS}}  # sd 2: lowest
+    costs = {c: 40.0 if c[1] == 8000 else 12.0 for c in estimates}
+    costs["cosine", 4000, "ema"] = 13.0  # tied within 1 point with "last" (sd 3), and dearer
+    rows, chosen = stats.apply_pilot_rule(estimates, costs)
+    assert rows["const", 4000, "ema"]["out"].startswith("mean 13.0 < v1's 50.0 - 5")
+    assert rows["cosine", 8000, "last"]["out"].startswith("unaffordable")
+    assert chosen == ("cosine", 4000, "last")  # the tie goes to the cheaper candidate
+    assert rows[chosen]["sd"] == pytest.approx(3.0) and rows[chosen]["max_sd"] == pytest.approx(3)
+    # a cell without three seeds of every candidate does not count
+    estimates[v1][("walker2d", "dt")] = [1, 99]
+    assert stats.apply_pilot_rule(estimates, costs)[0][v1]["cells"] == CELLS
+
+
+def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_path):
+    folder = tmp_path / "pilot-v2"
+    (folder / "RULE.md").parent.mkdir()
+    (folder / "RULE.md").write_text("the rule\n")
+    for (env, model) in CELLS:
+        for seed in range(3):
+            for recipe, budget in (("const-8k", 8000), ("cosine-8k", 8000), ("cosine-4k", 4000)):
+                raw = [10.0 * (seed + 1) + (recipe != "const-8k") * 40] * (budget // 1000)
+                run = folder / f"{recipe}-{model}-{env}-medium-s{seed}"
+                run.mkdir()
+                (run / "config.json").write_text(json.dumps(
+                    {"train": {"env": env, "model": model, "seed": seed}}))
+                (run / "metrics.jsonl").write_text("\n".join(
+                    json.dumps(x) for x in pilot_lines(raw, [5.0] * len(raw), budget)))
+    (tmp_path / "figures").mkdir()  # write_report makes it
+    doc = report.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
+    text = "\n".join(doc)
+    assert "Runs with records: 18 of 36" in text
+    # every candidate has seed sd 10 (scores 10, 20, 30 + offset); the const EMA is stably bad;
+    # 8k costs 45 x (800 + 800 s) + 18 x 800 s of training alone = 24 h: still affordable
+    assert "| const | 4000 | ema | 5.0 | 0.0 | 0.0 |" in text and "mean 5.0 < v1's 20.0" in text
+    assert text.count("**chosen**") == 1
+    assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 |" in text
+    assert (tmp_path / "figures" / "pilot-v2.png").stat().st_size > 0
