@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent
 MARKER = re.compile(r"^(\s*)(#|//) (exercise|hidden) (\d+): (begin|student|end)\s*$")
 POINTS = 10                 # every exercise is worth the same, whatever its number of tests
 TEST_TIMEOUT_S = 60         # per test; the slowest reference test takes a few seconds
+STALL_S = 120               # a run silent this long past the limit is stopped (a hang in C code)
 PUBLIC_TESTS = "course/public_tests.py"         # -> tests/test_exercises.py in the student copy
 PUBLIC_EXPECTED = "tests/expected_outputs.pt"   # the reference's outputs, recorded for the copy
 VERSION_FILE = "COURSE_VERSION"                 # in the student copy: which tree it was cut from
@@ -333,26 +335,33 @@ def run_tests(tree, test, number, timeout_s, select=None):
     results = tree / f".course-results-{number}.jsonl"
     results.unlink(missing_ok=True)
     plugin = "course.grading" if (tree / "course" / "grading.py").is_file() else "grading"
+    token = secrets.token_hex(16)            # handed over through a pipe, never the environment
+    read_end, write_end = os.pipe()
+    os.write(write_end, token.encode())
+    os.close(write_end)
     env = dict(os.environ, COURSE_EXERCISE=str(number), COURSE_RESULTS=str(results),
-               COURSE_TEST_TIMEOUT=str(timeout_s), PYTHONDONTWRITEBYTECODE="1",
+               COURSE_TOKEN_FD=str(read_end), COURSE_TEST_TIMEOUT=str(timeout_s),
+               PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=str(tree / "tests") if plugin == "grading" else "")
     args = [sys.executable, "-m", "pytest", test, "-p", plugin, "-q", "-p", "no:cacheprovider",
             "-o", "addopts=", "--rootdir", str(tree)] + (["-k", select] if select else [])
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(args, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                text=True)
+                                text=True, pass_fds=(read_end,))
+        os.close(read_end)
         last, stopped = time.monotonic(), False
         while proc.poll() is None:   # stop a run whose current test outlives its limit
             time.sleep(0.2)
             if results.exists() and results.stat().st_mtime > time.time() - 1:
                 last = time.monotonic()
-            if time.monotonic() - last > timeout_s + 60:
+            if time.monotonic() - last > timeout_s + STALL_S:
                 proc.kill()
                 proc.wait()
                 stopped = True
         log.seek(0)
         output = log.read()
     lines = [json.loads(x) for x in results.read_text().splitlines()] if results.exists() else []
+    lines = [x for x in lines if x.pop("token", None) == token]   # the plugin's lines only
     collected = next((x["collected"] for x in lines if "collected" in x), None)
     if not collected:
         return None, output
@@ -363,8 +372,8 @@ def run_tests(tree, test, number, timeout_s, select=None):
         if nodeid in reported:
             outcomes.append((name, reported[nodeid]["outcome"], reported[nodeid]["message"]))
         else:
-            why = (f"the test did not finish: the run was stopped {timeout_s + 60:g} s after its "
-                   "last progress (a hang outside Python?)" if stopped else
+            why = (f"the test did not finish: the run was stopped {timeout_s + STALL_S:g} s after "
+                   "its last progress (a hang outside Python?)" if stopped else
                    "the test did not run: the run ended before it (see the output above)")
             outcomes.append((name, "failed", why))
     return outcomes, output

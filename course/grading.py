@@ -14,10 +14,19 @@ regions. The student's code still runs in the same process as the tests, so this
     test after which a helper or a name of the test module was replaced anyway (through a
     module's __dict__, a class attribute), and puts the original back before the next test;
   - writes one JSON line per test (nodeid, outcome, message) to COURSE_RESULTS as soon as the
-    test ends, so a run stopped from outside still leaves the results of the tests before.
+    test ends, so a run stopped from outside still leaves the results of the tests before. Each
+    line carries a token that the grader hands over through a pipe (COURSE_TOKEN_FD) and that
+    never sits in the environment or a module global: the grader ignores lines without it, so
+    code under test cannot append "passed" lines of its own.
+
+What this cannot stop: the student's code runs in the tests' process, so code that goes looking
+through the interpreter's memory (gc, frames, the plugin's closures) can still reach anything.
+It raises the bar from "replace one function" to deliberate attack; the robust next step would
+run each student function in a separate process.
 
 Environment: COURSE_EXERCISE (the exercise number), COURSE_RESULTS (the JSON-lines file),
-COURSE_TEST_TIMEOUT (seconds per test, default 60).
+COURSE_TOKEN_FD (a pipe holding the token), COURSE_TEST_TIMEOUT (seconds per test, default 60);
+the last three are removed from os.environ when this plugin loads.
 """
 import importlib
 import json
@@ -34,8 +43,26 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")   # before anything imports triton
 
 EXERCISE = int(os.environ.get("COURSE_EXERCISE", "0"))
-RESULTS = os.environ.get("COURSE_RESULTS")
-TIMEOUT_S = float(os.environ.get("COURSE_TEST_TIMEOUT", "60"))
+TIMEOUT_S = float(os.environ.pop("COURSE_TEST_TIMEOUT", "60"))
+
+
+def _results_writer():
+    """A function that appends one JSON object, with the token, to the results file (or None)."""
+    path, fd = os.environ.pop("COURSE_RESULTS", None), os.environ.pop("COURSE_TOKEN_FD", None)
+    if path is None:
+        return None
+    token = ""
+    if fd is not None:
+        with os.fdopen(int(fd)) as pipe:
+            token = pipe.read()
+
+    def write(record):
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(record, token=token)) + "\n")
+    return write
+
+
+WRITE = _results_writer()
 
 
 class TestTimedOut(BaseException):
@@ -206,10 +233,9 @@ def pytest_collection_modifyitems(session, config, items):
     _seal_modules({module: set(saved) for module, saved in config._course_modules.values()})
 
 
-def pytest_collection_finish(session):
-    if RESULTS:
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps({"collected": [item.nodeid for item in session.items]}) + "\n")
+def pytest_collection_finish(session, _write=WRITE):
+    if _write:
+        _write({"collected": [item.nodeid for item in session.items]})
 
 
 def _tampering(config):
@@ -266,8 +292,8 @@ def pytest_runtest_makereport(item, call):
         report.course_message = call.excinfo.exconly()
 
 
-def pytest_runtest_logreport(report):
-    if not RESULTS:
+def pytest_runtest_logreport(report, _write=WRITE):
+    if not _write:
         return
     done = (report.when == "call") or (report.when == "setup" and not report.passed)
     if not done:
@@ -276,6 +302,4 @@ def pytest_runtest_logreport(report):
     message = getattr(report, "course_message", "")
     if report.skipped and isinstance(report.longrepr, tuple):
         message = str(report.longrepr[2])
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps({"nodeid": report.nodeid, "outcome": outcome,
-                            "message": message[:4000]}) + "\n")
+    _write({"nodeid": report.nodeid, "outcome": outcome, "message": message[:4000]})

@@ -1,7 +1,8 @@
 """assignments.py and course/: the student copy (only tracked files, no leaks, public tests that
 fail by exercise while blank and pass once solved), grading on a clean copy (the reference scores
 full marks, a blank exercise 0, exercise 8 alone full marks), shortcuts refused, patched helpers
-ignored, hanging code timed out, the results file, the submission zip, the command line."""
+and forged results ignored, hanging code timed out, the results file, the submission zip, the
+command line."""
 import json
 import re
 import shutil
@@ -180,12 +181,18 @@ def test_a_submission_calling_the_forbidden_shortcut_scores_0(number):
     assert sum("ShortcutRefused" in t["output"] for t in tests) >= len(tests) // 2, tests
 
 
-# returns_to_go wrong (all zeros) but patching every checking helper to a no-op; sample right.
-PATCHING = '''    import numpy, pytest, torch
+# returns_to_go wrong (all zeros) but patching every checking helper to a no-op, and writing
+# "passed" lines into the grader's results file; sample right.
+PATCHING = '''    import json, numpy, pytest, torch
     numpy.testing.assert_allclose = numpy.testing.assert_array_equal = lambda *a, **k: None
     torch.testing.assert_close = pytest.fail = lambda *a, **k: None
     import builtins
     builtins.all = lambda *a: True
+    with open(".course-results-3.jsonl", "a") as f:
+        for case in ("rewards0", "rewards1", "rewards2"):
+            f.write(json.dumps({"nodeid": "tests/test_exercise_3_data.py::test_returns_to_go_"
+                                "sums_the_rewards_from_each_step_to_the_end[" + case + "]",
+                                "outcome": "passed", "message": "", "token": ""}) + "\\n")
     return np.zeros(len(rewards), np.float32)
 '''
 
