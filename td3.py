@@ -378,8 +378,9 @@ def train(cfg):
     then exports the three policy files into it once training reaches cfg.steps."""
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
-    try:
-        with stop_requests() as asked:
+    try:  # a full disk or read-only folder (log, checkpoint, exports): one sentence
+        with stop_requests() as asked, one_sentence_write_errors(
+                Path(cfg.log_dir) / f"td3-{cfg.env}"):
             return _train(cfg, asked)
     finally:
         torch.set_num_threads(threads_before)
