@@ -154,6 +154,8 @@ def test_exercise_8_alone_scores_full_marks_and_every_test_of_a_blank_exercise_f
         else:
             assert len(tests) >= 3 and all(t["status"] == "failed" for t in tests), tests
             assert any(f"exercise {ex.number}:" in t["output"] for t in tests)
+    blank = assignments.grade(8, assignments.read_submission(student_copy)[0])
+    assert all(t["status"] == "failed" for t in blank) and score(blank) == 0.0, blank
 
 
 SHORTCUTS = {
