@@ -18,6 +18,11 @@ by git always needs --force; another existing file needs it unless `ours(path)` 
 wrote it itself), and `one_sentence_write_errors(path)` around the write, which turns a failed
 write (OSError, or the RuntimeError torch.save raises on a full disk) into a WriteError whose
 message is one sentence saying what to do.
+
+Long runs share two more: `stop_requests(say, message)` turns Ctrl-C and SIGTERM (what a cluster
+scheduler sends at a time limit) into a request to stop at the next safe point, and
+`trim_jsonl(path, step)` cuts a JSONL log back to a checkpoint's step before a resumed run
+appends to it.
 """
 import argparse
 import contextlib
@@ -27,6 +32,7 @@ import glob
 import json
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -205,3 +211,39 @@ def write_json(path, obj):
     """obj as indented JSON, atomically; NaN / inf are refused (they are not valid JSON)."""
     text = json.dumps(obj, indent=2, allow_nan=False)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+@contextlib.contextmanager
+def stop_requests(say=print, message="stopping at the next checkpoint (again to stop now)"):
+    """While inside: Ctrl-C (SIGINT) or SIGTERM asks the work to stop at its next safe point,
+    checkpointed, instead of killing it (`say(message)` tells the user; tqdm.write under a
+    progress bar); a second one stops at once (KeyboardInterrupt, losing the work since the last
+    checkpoint). -> a list that is non-empty once asked. The handlers from before come back on
+    leaving, whatever they were (SIG_IGN under nohup)."""
+    def ask(number, frame):
+        if asked:
+            signal.default_int_handler(number, frame)
+        asked.append(number)
+        say(message)
+
+    asked, before = [], {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in before:
+        signal.signal(sig, ask)
+    try:
+        yield asked
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def trim_jsonl(path, step):
+    """Keep the lines of a JSONL log whose "step" is at most `step` (a checkpoint's): a killed run
+    logged past its checkpoint, and the resumed run logs those steps again; a line cut short by
+    the kill goes too. Atomic; a missing file becomes an empty one."""
+    def up_to_step(line):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return json.loads(line)["step"] <= step
+        return False
+    path = Path(path)
+    lines = path.read_text().splitlines(True) if path.exists() else []
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(filter(up_to_step, lines))))

@@ -3,13 +3,11 @@
 `python collect.py train --env E` (collect.py is the command line) trains one policy for one env
 from scratch, one update per env step. The run folder runs/td3-{env}/ holds a resumable
 checkpoint (networks, optimisers, replay buffer, RNG states, step), an actor snapshot every
-`snapshot_every` env steps with a 10-episode evaluation of each, and log.jsonl. At the end three
+`snapshot_every` env steps with a 10-episode evaluation of each, and log.jsonl (the checkpoint is
+plain data, read with weights_only=True: a file handed over never runs code). At the end three
 files go to the run folder: {env}-expert.npz (the best late snapshot), {env}-medium.npz (the first
-snapshot at D4RL's medium level) and {env}-replay.npz (the snapshots from the start up to medium,
-in training order); `collect.py export --to policies` re-picks them into the committed policies/
-(replacing a committed file needs --force). collect.py rolls them out into datasets. A
-checkpoint holds plain containers only (tensors, numbers, strings, lists, dicts, numpy arrays)
-and is read with torch.load(weights_only=True): a file handed over never runs code.
+snapshot at D4RL's medium level) and {env}-replay.npz (the snapshots up to medium, in training
+order); `collect.py export --to policies --force` re-picks them into the committed policies/.
 
 Why TD3 and not SAC: at the same network sizes a TD3 update costs about half a SAC update on
 this project's CPUs (the actor learns every second step and has no entropy term), and D4RL-like
@@ -17,7 +15,8 @@ levels need about a million updates per env; TD3 reaches D4RL's expert returns o
 tasks at 1M steps (Fujimoto et al. 2018; CleanRL's benchmarks).
 
 Map: TrainConfig -> env and policies (make_env, MlpPolicy, run_episode, evaluate_policy,
-save_policy) -> the trainer (networks, td3_update, save/load_checkpoint, stop_requests, train) ->
+save_policy) -> the trainer (networks, td3_update, save/read/load_checkpoint, train; stopping on
+Ctrl-C or SIGTERM is cli.stop_requests) ->
 exporting the levels (measure_noise, export_policies).
 
 References (ideas only):
@@ -33,12 +32,10 @@ Glossary of array dimensions:
   H  hidden width of the actor and critic MLPs       K  actor snapshots kept
   T  steps in one episode (at most the env's 1000-step limit)
 """
-import contextlib
 import copy
 import dataclasses
 import functools
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -52,8 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cli import (WriteError, atomic_write, flag_name, one_sentence_write_errors, option,
-                 refuse_to_replace)
+from cli import (atomic_write, flag_name, one_sentence_write_errors, option,
+                 refuse_to_replace, stop_requests, trim_jsonl)
 from data import ENVS, MAX_EPISODE_STEPS, DataError, env_key, normalized_score
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
@@ -62,6 +59,7 @@ POLICY_DIR = Path(__file__).resolve().parent / "policies"
 MEDIUM_LEVEL = {"hopper": 1422.0, "halfcheetah": 4770.0, "walker2d": 2852.0}
 NOISE_CHOICES = (0.0, 0.1, 0.2, 0.3)  # Gaussian action-noise stds tried for each dataset policy
 EVAL_SEED, MEASURE_SEED = 1_000_000, 2_000_000  # periodic evaluations / export measurements
+STOPPING = "stopping at the end of this episode (again to stop now)"  # on Ctrl-C or SIGTERM
 
 
 @dataclass(frozen=True)
@@ -92,10 +90,8 @@ class TrainConfig:
                                            "fraction of training")
     replay_snapshots: int = option(30, "at most this many snapshots kept for medium-replay")
     final_episodes: int = option(10, "episodes measuring each exported policy and noise")
-    to: str = option("", "export only: where the three policy files go (default the run "
-                         "folder; `--to policies` replaces the committed ones, with --force)")
-    force: bool = option(False, "export only: replace policy files tracked by git or not "
-                                "written by collect.py")
+    to: str = option("", "export: where the policy files go (default: the run folder)")
+    force: bool = option(False, "export: replace policy files git tracks or export did not write")
     log_dir: str = option("runs", "where the training run goes (runs/td3-{env}/)")
 
 
@@ -170,24 +166,21 @@ def evaluate_policy(env_obj, policy, seeds, action_noise=0.0, rng=None):
 
 
 def save_policy(path, policy, **meta):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_npz(path, **{k: v.astype(np.float32) for k, v in policy.arrays().items()},
-             meta=json.dumps(meta, sort_keys=True))
-    return path
+    return save_npz(path, **{k: v.astype(np.float32) for k, v in policy.arrays().items()},
+                    meta=json.dumps(meta, sort_keys=True))
 
 
 def save_npz(path, **arrays):
-    """np.savez, atomically; a failed write is a WriteError in one sentence."""
+    """np.savez, atomically (a failed write is a WriteError in one sentence); -> path."""
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     with one_sentence_write_errors(path):
-        atomic_write(path, write)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, write)
 
 
-def written_by_export(path):
-    """True for a policy file collect.py exported (its metadata names TD3)."""
+def written_by_export(path):  # a policy file an export wrote: its metadata names TD3
     with np.load(path) as f:
         return json.loads(str(f["meta"])).get("algorithm") == "TD3"
 
@@ -267,9 +260,8 @@ def td3_update(s, cfg, size):
 
 
 def save_checkpoint(s, cfg, path):
-    """Plain containers only: state dicts, tensors, numbers, strings, lists, dicts, numpy arrays
-    (the numpy RNG's state is a dict of ints). A failed write (disk full) is a WriteError in one
-    sentence; the previous checkpoint stays whole."""
+    """Plain containers only (state dicts, tensors, numbers, lists, dicts, numpy arrays); a failed
+    write is a WriteError in one sentence and the previous checkpoint stays whole."""
     state = {k: (v.state_dict() if hasattr(v, "state_dict") else v) for k, v in s.items()
              if k not in ("rng", "buffer")}
     state.update(rng=s["rng"].bit_generator.state, torch_rng=torch.get_rng_state(),
@@ -279,8 +271,7 @@ def save_checkpoint(s, cfg, path):
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-# What a checkpoint may hold beyond torch's own types: numpy arrays and scalars of these dtypes
-# (rebuilding them runs no code of the file's choosing, unlike an arbitrary pickle).
+# Beyond torch's own types a checkpoint may hold numpy arrays and scalars (no code runs).
 _np_core = getattr(np, "_core", None) or np.core
 NUMPY_GLOBALS = [_np_core.multiarray._reconstruct, _np_core.multiarray.scalar, np.ndarray,
                  np.dtype] + [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64,
@@ -294,14 +285,12 @@ def read_checkpoint(path):
     try:
         with torch.serialization.safe_globals(NUMPY_GLOBALS):
             saved = torch.load(path, weights_only=True)
+        if not {"step", "snapshots", "minutes"} <= set(saved) or type(saved["config"]) != dict:
+            raise ValueError("another program's file")
     except Exception as e:
         raise DataError(f"{path} cannot be read ({type(e).__name__}): it is damaged or not a "
                         f"checkpoint of collect.py train; delete {path.parent} and train again "
                         "without --resume.") from None
-    if not isinstance(saved, dict) or not {"step", "snapshots", "config", "minutes"} <= set(
-            saved) or not isinstance(saved["config"], dict):
-        raise DataError(f"{path} is not a checkpoint of collect.py train (another program's "
-                        f"file?); delete {path.parent} and train again without --resume.")
     return saved
 
 
@@ -341,46 +330,13 @@ def run_flags(cfg):
                     and getattr(cfg, f.name) != f.default)
 
 
-def trim_log(path, step):
-    """Keep the log lines up to a checkpoint's step: a killed run logged past its checkpoint, and
-    the resumed run logs those steps again (a line cut short by the kill goes too)."""
-    def up_to_step(line):
-        with contextlib.suppress(ValueError, KeyError):
-            return json.loads(line)["step"] <= step
-        return False
-    lines = path.read_text().splitlines(True) if path.exists() else []
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(filter(up_to_step, lines))))
-
-
-@contextlib.contextmanager
-def stop_requests():
-    """While inside: Ctrl-C (SIGINT) or SIGTERM asks the run to stop at the end of the current
-    episode, checkpointed, instead of killing it; a second one stops at once (KeyboardInterrupt,
-    losing the steps since the last checkpoint). -> a list that is non-empty once asked."""
-    def ask(number, frame):
-        if asked:
-            signal.default_int_handler(number, frame)
-        asked.append(number)
-        tqdm.write("stopping at the end of this episode (again to stop now)")
-
-    asked, before = [], {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for sig in before:
-        signal.signal(sig, ask)
-    try:
-        yield asked
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-
-
 def train(cfg):
     """TD3 with one update per env step. Keeps runs/td3-{env}/ resumable (ckpt.pt, log.jsonl),
     then exports the three policy files into it once training reaches cfg.steps."""
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:  # a full disk or read-only folder (log, checkpoint, exports): one sentence
-        with stop_requests() as asked, one_sentence_write_errors(
-                Path(cfg.log_dir) / f"td3-{cfg.env}"):
+        with stop_requests(tqdm.write, STOPPING) as asked, one_sentence_write_errors(cfg.log_dir):
             return _train(cfg, asked)
     finally:
         torch.set_num_threads(threads_before)
@@ -402,7 +358,7 @@ def _train(cfg, asked=()):
         s = new_trainer_state(cfg, obs_dim, act_dim)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
-        trim_log(run_dir / "log.jsonl", s["step"])
+        trim_jsonl(run_dir / "log.jsonl", s["step"])  # a killed run logged past its checkpoint
     rng, buf, start, minutes_before = s["rng"], s["buffer"], time.time(), s["minutes"]
     eval_seeds = EVAL_SEED + np.arange(cfg.eval_episodes)
     print(f"TD3 on {ENVS[cfg.env]} from step {s['step']:,} to {cfg.steps:,} "
@@ -491,19 +447,15 @@ def export_policies(cfg):
     """From a training run: expert = the best snapshot in the last late_fraction of training,
     medium = the first snapshot whose evaluation reaches D4RL's medium level; both re-measured
     on fresh seeds with and without action noise; replay = the snapshots up to medium. The files
-    go to cfg.to (default: the run folder); replacing a file tracked by git or not written by an
-    export needs cfg.force, checked before any work."""
+    go to cfg.to (default: the run folder), replacing only what refuse_to_replace allows."""
     run_dir = Path(cfg.log_dir) / f"td3-{cfg.env}"
     ckpt_path = run_dir / "ckpt.pt"
     if not ckpt_path.exists():
         raise DataError(f"no training run in {run_dir}: run `python collect.py train "
                         f"--env {cfg.env}` first.")
     out = Path(cfg.to) if cfg.to else run_dir
-    for level in ("expert", "medium", "replay"):
-        try:
-            refuse_to_replace(out / f"{cfg.env}-{level}.npz", cfg.force, written_by_export)
-        except WriteError as e:
-            raise DataError(str(e)) from None
+    for level in ("expert", "medium", "replay"):  # a WriteError before any work
+        refuse_to_replace(out / f"{cfg.env}-{level}.npz", cfg.force, written_by_export)
     saved = read_checkpoint(ckpt_path)
     snaps, env_obj = saved["snapshots"], make_env(cfg.env)
     if not snaps:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import cli
 import collect
 import data
 import td3
@@ -317,5 +318,5 @@ def test_a_resumed_run_drops_the_log_lines_written_after_its_checkpoint(tmp_path
     log = tmp_path / "log.jsonl"
     lines = [json.dumps({"step": s, "episode": i}) + "\n" for i, s in enumerate((90, 200, 310))]
     log.write_text("".join(lines) + '{"step": 4')  # killed mid-line after step 310
-    td3.trim_log(log, 200)
+    cli.trim_jsonl(log, 200)
     assert log.read_text() == "".join(lines[:2])
