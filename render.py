@@ -31,6 +31,13 @@ def _pyplot():
     return plt
 
 
+def drawn_by_matplotlib(path):
+    """True for a PNG that matplotlib saved (its Software text chunk names it)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return head.startswith(b"\x89PNG") and b"Matplotlib" in head
+
+
 def save_png(fig, path, title=None):
     if title:
         fig.suptitle(title)

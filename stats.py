@@ -137,14 +137,36 @@ def load_run(path):
                (evaluation or {}).get("step"), sweep if isinstance(sweep, list) else []), None
 
 
+# What each evaluate.py result must hold, as finite numbers, to enter the tables.
+RESULT_NUMBERS = ("target_return", "return_mean", "return_std", "score_mean", "score_std",
+                  "episodes")
+
+
+def unfit(run):
+    """Why a run's records cannot enter the tables, or None: results without their numbers, or
+    not finite (a nan score is skipped and said so, never printed as a result)."""
+    for name, results in (("eval.json", run.evals), ("targets.json", run.sweep)):
+        for res in results:
+            if not isinstance(res, dict) or not all(
+                    isinstance(res.get(k), (int, float)) for k in RESULT_NUMBERS):
+                return f"{name} holds a result without the numbers evaluate.py writes"
+            if not all(math.isfinite(res[k]) for k in RESULT_NUMBERS):
+                return f"its scores in {name} are not finite (nan or inf): re-evaluate it"
+    if not all(isinstance(x, (int, float)) for point in run.losses + run.curve for x in point):
+        return "metrics.jsonl holds records that are not numbers"
+    return None
+
+
 def read_runs(paths):
+    """-> (runs, [why each other path is skipped]): not a run folder, or unfit records."""
     runs, skipped = [], []
     for path in paths:
         run, why = load_run(path) if Path(path).is_dir() else (None, "not a folder")
-        if run:
-            runs.append(run)
-        else:
+        why = why or unfit(run)
+        if why:
             skipped.append(f"{path}: {why}")
+        else:
+            runs.append(run)
     return runs, skipped
 
 
