@@ -25,8 +25,10 @@ Glossary of dimension letters:
   T  the env's time limit (steps)        K  context length (env steps in a window)
   obs, act  observation and action sizes
 """
+import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,7 +39,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import option, parse_config, write_json
+from cli import WriteError, option, one_sentence_write_errors, parse_config, \
+    refuse_to_replace, write_json
 from data import ENVS, DataError, env_key, normalized_score
 from dt import DecisionConfig, DecisionModel
 
@@ -73,6 +76,8 @@ class EvalConfig:
                                           "limit (1000); for quick checks", type=int)
     out: str = option(None, "write the results here instead of RUN_DIR/eval.json (e.g. a sweep "
                             "of targets beside the run's own evaluation)", type=str)
+    force: bool = option(False, "replace --out even if evaluate.py did not write it (or git "
+                                "tracks it)")
 
 
 class EvalError(ValueError):
@@ -360,11 +365,28 @@ def check_config(cfg: EvalConfig) -> None:
             raise EvalError(f"--target must be a finite return, got {target}.")
 
 
+def written_by_us(path) -> bool:
+    """True if path is an evaluation report (eval.json / targets.json) of this project."""
+    report = json.loads(Path(path).read_text())
+    return isinstance(report, dict) and {"run_dir", "results", "config"} <= report.keys()
+
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (kill, a cluster's time limit) ends an evaluation as Ctrl-C does: nothing half
+    written, one sentence."""
+    raise KeyboardInterrupt
+
+
 def evaluate_run(cfg: EvalConfig) -> dict:
     """Load a run folder, evaluate it for each target, print the results, then write
     RUN_DIR/eval.json (or --out); return the report."""
     check_config(cfg)
     device = resolve_device(cfg.device)
+    out = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "eval.json"
+    try:  # before the work: a refusal after an hour of rollouts would waste it
+        refuse_to_replace(out, cfg.force, ours=written_by_us)
+    except WriteError as e:
+        raise EvalError(str(e).rstrip(".") + " (--out).") from None
     per_checkpoint, steps = [], []  # [checkpoint][target] results
     for path in kept_checkpoints(cfg.run_dir, cfg.last):
         model, ckpt = load_run(cfg.run_dir, device, cfg.weights, path)
@@ -394,23 +416,25 @@ def evaluate_run(cfg: EvalConfig) -> dict:
           f"{report['config']['estimator']}, {report['config']['seeds']} seeds):")
     for result in results:
         print("  " + summary_line(result))
-    path = Path(cfg.out) if cfg.out else Path(cfg.run_dir) / "eval.json"
     try:
-        write_json(path, report)
-    except OSError as e:
-        raise EvalError(f"cannot write {path} ({e.strerror or e}); the results are printed "
-                        "above; free some disk space or fix the folder's permissions.") from None
-    print(f"wrote {path}")
+        with one_sentence_write_errors(out):
+            write_json(out, report)
+    except WriteError as e:
+        raise EvalError(f"{str(e).rstrip('.')} (the results are printed above).") from None
+    print(f"wrote {out}")
     return report
 
 
 def main(argv=None) -> None:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         evaluate_run(parse_config(EvalConfig, argv, "Evaluate a train.py run folder in its env "
                                                     "(all episodes as one batch); writes "
                                                     "eval.json."))
     except (EvalError, DataError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("stopped before the results were written; nothing was written.")
 
 
 if __name__ == "__main__":

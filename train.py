@@ -25,9 +25,12 @@ Glossary of dimension letters:
   obs, act  observation and action sizes
 """
 import copy
-import json
 import math
+import hashlib
+import os
 import random
+import shlex
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -38,15 +41,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import atomic_write, flag_name, given_flags, option, write_json
+from cli import flag_name, given_flags, option, write_json
 from collect import resolve_dataset
 from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
     load_trajectories, normalized_score
 from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
 from evaluate import TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, EvalError, evaluate, \
     resolve_device, resolve_mode, summary_line
-from run_folder import RunLock, StopOnCtrlC, TrainError, open_run_folder, read_checkpoint, \
-    writing_to
+from run_folder import RunLock, StopOnSignal, Stopped, TrainError, is_out_of_memory, \
+    keep_checkpoint, log, memory_error, nan_error, open_run_folder, read_checkpoint, \
+    save_checkpoint, trim_metrics, writing_to
 from ssm import default_scan_backend
 
 
@@ -137,6 +141,7 @@ def check_config(cfg: TrainConfig) -> None:
     for name, low in lowest.items():
         if (value := getattr(cfg, name)) is not None and value < low:  # None: the default
             raise TrainError(f"{flag_name(name)} must be at least {low}, got {value}.")
+    check_sizes(cfg)
     if cfg.seed >= 2**32 or cfg.eval_seed >= 2**32:
         raise TrainError("--seed and --eval-seed must be below 2**32.")
     for name in ("lr", "grad_clip", "return_scale"):
@@ -160,6 +165,31 @@ def check_config(cfg: TrainConfig) -> None:
         raise TrainError("--eval-mode recurrent needs --model mamba; use window for dt.")
 
 
+def check_sizes(cfg: TrainConfig) -> None:
+    """Sizes that cannot fit, refused before anything is loaded or written: a window or an
+    evaluation episode longer than the env's 1000 steps, or activations beyond this machine's
+    memory (a rough count: about 40 floats per token and width per layer, attention's B x K^2
+    per head and layer on top for the DT)."""
+    for name in ("context", "max_episode_steps"):
+        value = getattr(cfg, name)
+        if value not in (None, "full") and int(value) > MAX_EPISODE_STEPS:
+            raise TrainError(f"{flag_name(name)} {value} is longer than any episode "
+                             f"({MAX_EPISODE_STEPS} steps); use {MAX_EPISODE_STEPS} or less.")
+    tokens = 3 * (MAX_EPISODE_STEPS if cfg.context == "full" else int(cfg.context))
+    layers = cfg.n_layer if cfg.model == "dt" else cfg.mamba_n_layer
+    floats = cfg.batch_size * tokens * layers * (40 * cfg.d_model + (
+        cfg.n_head * tokens * 3 if cfg.model == "dt" else 0))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
+        return
+    if 4 * floats > memory:
+        raise TrainError(f"--batch-size {cfg.batch_size} with --context {cfg.context} and "
+                         f"--d-model {cfg.d_model} needs about {4 * floats / 2**30:.0f} GiB for "
+                         f"activations, more than this machine's {memory / 2**30:.0f} GiB; "
+                         "lower --batch-size or --context.")
+
+
 def default_out(cfg_values: dict) -> str:
     data = Path(cfg_values["data"]).stem if cfg_values.get("data") else cfg_values["dataset"]
     preset = f"-{cfg_values['preset']}" if cfg_values.get("preset") else ""
@@ -172,6 +202,9 @@ def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
     ckpt = open_run_folder(run_dir, cfg.resume)
     if ckpt is None:
         return None
+    if cfg.steps < ckpt["step"]:
+        raise TrainError(f"{run_dir} is already at step {ckpt['step']}, past --steps "
+                         f"{cfg.steps}; pass --steps {ckpt['step']} or more to continue it.")
     if cfg.lr_schedule == "cosine" and cfg.steps != ckpt["config"]["steps"]:
         raise TrainError(f"{run_dir}'s cosine schedule ends at step {ckpt['config']['steps']}; "
                          "resume with that --steps, or start a new run for another budget.")
@@ -200,6 +233,7 @@ class Run:
     device: torch.device
     eval_mode: str
     target: float
+    data_fingerprint: str = ""
     ema: dict | None = None  # the moving average of model.state_dict() (--ema), else None
     step: int = 0
     elapsed: float = 0.0  # training seconds, evaluations excluded
@@ -229,6 +263,16 @@ def update_ema(run: Run) -> None:
             run.ema[name].copy_(value)
 
 
+def data_fingerprint(trajectories) -> str:
+    """A hash of the data's observations, actions and rewards: a resumed run checks that it
+    trains on the data it started with, wherever the file now lies."""
+    digest = hashlib.sha256()
+    for t in trajectories:
+        for array in (t.observations, t.actions, t.rewards):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:32]
+
+
 def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     """A new run, or the run in ckpt restored exactly (weights, optimiser, RNG states)."""
     device = resolve_device(cfg.device)
@@ -239,6 +283,11 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     data_path = Path(cfg.data) if cfg.data else resolve_dataset(cfg.env, cfg.dataset)
     trajectories = load_trajectories(data_path)
     check_fits_env(trajectories, cfg.env, source=str(data_path))
+    fingerprint = data_fingerprint(trajectories)
+    if ckpt is not None and ckpt.get("data", {}).get("fingerprint", fingerprint) != fingerprint:
+        raise TrainError(f"{data_path} is not the data {run_dir} was trained on (its contents "
+                         "differ: regenerated or replaced?); put that data back to resume, or "
+                         "start a new run with another --out.")
     stats = {} if ckpt is None else {"state_mean": ckpt["state_mean"].numpy(),
                                      "state_std": ckpt["state_std"].numpy()}
     dataset = TrajectoryDataset(trajectories, context_len, MAX_EPISODE_STEPS, cfg.return_scale,
@@ -259,82 +308,43 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s))
     run = Run(cfg, run_dir, model, optimizer, scheduler, dataset, data_path, np_rng,
               device, resolve_mode(cfg.eval_mode, MODELS[cfg.model], context_len is None),
-              cfg.target if cfg.target is not None else TARGET_RETURNS[cfg.env])
+              cfg.target if cfg.target is not None else TARGET_RETURNS[cfg.env],
+              data_fingerprint=fingerprint)
     if cfg.ema:
         run.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        if cfg.ema:
-            run.ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        run.step = run.saved_step = ckpt["step"]
-        run.elapsed = ckpt["time"]
-        np_rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
-        random.setstate(ckpt["rng"]["python"])
+        restore(run, ckpt)
     return run
 
 
-def save_checkpoint(run: Run) -> None:
-    """ckpt.pt as a plain dict, written atomically; refuses weights that are no longer finite."""
-    if not all(torch.isfinite(p).all() for p in run.model.parameters()):
-        raise nan_error(run, f"the weights became nan/inf by step {run.step}")
-    rng = {"numpy": run.np_rng.bit_generator.state, "torch": torch.get_rng_state(),
-           "python": random.getstate()}
-    if run.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state()
-    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-             "scheduler": run.scheduler.state_dict(), "step": run.step, "time": run.elapsed,
-             "rng": rng, "config": asdict(run.cfg), "model_config": asdict(run.model.config),
-             "env": run.cfg.env, "state_mean": torch.from_numpy(run.dataset.state_mean),
-             "state_std": torch.from_numpy(run.dataset.state_std),
-             "return_scale": run.cfg.return_scale, "ema": run.ema}
-    with writing_to(run.run_dir):
-        atomic_write(run.run_dir / "ckpt.pt", lambda tmp: torch.save(state, tmp))
-    run.saved_step = run.step
+def restore(run: Run, ckpt: dict) -> None:
+    """The run in ckpt, exactly: weights, EMA, optimiser, scheduler, step, RNG states."""
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        if run.cfg.ema:
+            run.ema = {k: v.to(run.device) for k, v in ckpt["ema"].items()}
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        run.step = run.saved_step = ckpt["step"]
+        run.elapsed = ckpt["time"]
+        run.np_rng.bit_generator.state = ckpt["rng"]["numpy"]
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        if run.device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+        random.setstate(ckpt["rng"]["python"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise TrainError(f"{run.run_dir / 'ckpt.pt'} does not fit this model and data (edited, "
+                         f"or of another run: {type(e).__name__}); move it away and start "
+                         "again, or pass another --out.") from None
 
-
-def keep_checkpoint(run: Run) -> None:
-    """checkpoints/step-NNNNNNN.pt: this step's weights (and EMA) with what evaluate.py needs to
-    load them, when the step is one of the last --keep-last ones, --keep-every apart."""
-    cfg, to_end = run.cfg, run.cfg.steps - run.step
-    if cfg.keep_last < 2 or to_end % cfg.keep_every or to_end >= cfg.keep_last * cfg.keep_every:
-        return
-    state = {"model": run.model.state_dict(), "ema": run.ema, "step": run.step,
-             "config": asdict(cfg), "model_config": asdict(run.model.config), "env": cfg.env,
-             "state_mean": torch.from_numpy(run.dataset.state_mean),
-             "state_std": torch.from_numpy(run.dataset.state_std), "return_scale": cfg.return_scale}
-    folder = run.run_dir / "checkpoints"
-    with writing_to(run.run_dir):
-        folder.mkdir(exist_ok=True)
-        atomic_write(folder / f"step-{run.step:07d}.pt", lambda tmp: torch.save(state, tmp))
-
-
-def nan_error(run: Run, what: str) -> TrainError:
-    """what became nan/inf, where the last good checkpoint is, and what to try."""
-    last = (f"the last good checkpoint (step {run.saved_step}) is in {run.run_dir}"
-            if run.saved_step is not None else "no checkpoint had been saved yet")
-    return TrainError(f"{what}; {last}; try a lower --lr, or check the data's rewards and "
-                      "--return-scale (returns-to-go of order 1 train best).")
 
 def start_files(run: Run) -> dict:
-    """metrics.jsonl cut back to the checkpoint's step (a resumed run logs the later steps
-    again), then config.json: settings, model, device, scan, data. Returns the data summary."""
-    metrics = run.run_dir / "metrics.jsonl"
-    kept = []
-    for line in metrics.read_text().splitlines() if metrics.exists() else []:
-        try:
-            if json.loads(line).get("step", 0) <= run.step:
-                kept.append(line + "\n")
-        except json.JSONDecodeError:  # a kill in mid-write: that record never finished
-            pass
+    """metrics.jsonl cut back to the checkpoint's step, then config.json: settings, model,
+    device, scan, data. Returns the data summary."""
     summary = run.dataset.summary()
     summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
     with writing_to(run.run_dir):
-        atomic_write(metrics, lambda tmp: Path(tmp).write_text("".join(kept)))
+        trim_metrics(run.run_dir / "metrics.jsonl", run.step)
         write_json(run.run_dir / "config.json", {
             "train": asdict(run.cfg), "model": asdict(run.model.config), "eval_mode": run.eval_mode,
             "target_return": run.target, "device": str(run.device),
@@ -347,11 +357,6 @@ def start_files(run: Run) -> dict:
             "versions": {"torch": torch.__version__, "numpy": np.__version__,
                          "python": sys.version.split()[0]}})
     return summary
-
-
-def log(run: Run, record: dict) -> None:
-    with writing_to(run.run_dir), open(run.run_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def run_eval(run: Run) -> dict:
@@ -392,16 +397,37 @@ def final_eval(run: Run, summary: dict) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
+def train_step(run: Run, forward, autocast) -> float:
+    """One optimiser step on a fresh batch of windows; returns its loss."""
+    batch = {k: v.to(run.device, non_blocking=True)
+             for k, v in run.dataset.sample(run.cfg.batch_size, run.np_rng).items()}
+    with autocast:
+        _, loss = forward(batch["states"], batch["actions"], batch["returns_to_go"],
+                          batch["timesteps"], batch["mask"], targets=batch["actions"])
+    if not math.isfinite(loss_value := loss.item()):
+        raise nan_error(run, f"loss became {loss_value} at step {run.step + 1}")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    if run.ema is not None:
+        update_ema(run)
+    return loss_value
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train, checkpoint, evaluate; return the run folder. Raises TrainError / DataError /
-    EvalError for problems the user can fix and KeyboardInterrupt after saving on Ctrl-C."""
+    EvalError for problems the user can fix, and Stopped (a KeyboardInterrupt) after saving on
+    Ctrl-C or SIGTERM."""
     check_config(cfg)
     run_dir = Path(cfg.out or default_out(asdict(cfg)))
     ckpt = check_run_folder(cfg, run_dir)
     run = build(cfg, run_dir, ckpt)  # loads the data and builds the model: nothing written yet
     with writing_to(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir), StopOnCtrlC() as ctrl_c:
+    with RunLock(run_dir), StopOnSignal() as stop:
         data_summary = start_files(run)
         forward = torch.compile(run.model) if cfg.compile else run.model
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda"
@@ -410,24 +436,12 @@ def train(cfg: TrainConfig) -> Path:
         losses, tick = [], time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=run.step, desc=f"{cfg.model} {cfg.env}",
                    unit="step", dynamic_ncols=True)
-        while run.step < cfg.steps and not ctrl_c.requested:
-            batch = {k: v.to(run.device, non_blocking=True)
-                     for k, v in run.dataset.sample(cfg.batch_size, run.np_rng).items()}
-            with autocast:
-                _, loss = forward(batch["states"], batch["actions"], batch["returns_to_go"],
-                                  batch["timesteps"], batch["mask"], targets=batch["actions"])
-            if not math.isfinite(loss_value := loss.item()):
+        while run.step < cfg.steps and not stop.requested:
+            try:
+                losses.append(train_step(run, forward, autocast))
+            except (TrainError, MemoryError, RuntimeError) as e:
                 bar.close()
-                raise nan_error(run, f"loss became {loss_value} at step {run.step + 1}")
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
-            run.optimizer.step()
-            run.scheduler.step()
-            run.step += 1
-            if run.ema is not None:
-                update_ema(run)
-            losses.append(loss_value)
+                raise memory_error(run, e) if is_out_of_memory(e) else e
             bar.update(1)
             now = time.perf_counter()
             run.elapsed, tick = run.elapsed + now - tick, now
@@ -446,12 +460,13 @@ def train(cfg: TrainConfig) -> Path:
             keep_checkpoint(run)
         bar.close()
         save_checkpoint(run)
-        if run.step < cfg.steps:  # stopped by Ctrl-C
-            print(f"stopped at step {run.step}; checkpoint saved in {run_dir}; continue "
-                  f"with `python train.py --out {run_dir} --resume`")
-            raise KeyboardInterrupt
+        if run.step < cfg.steps:  # stopped by Ctrl-C or SIGTERM
+            print(f"stopped at step {run.step} ({stop.requested}); checkpoint saved in {run_dir}; "
+                  f"continue with `python train.py --out {shlex.quote(str(run_dir))} --resume`")
+            raise Stopped(getattr(signal, stop.requested))
         final_eval(run, data_summary)
-    print(f"run folder: {run_dir}  (evaluate again: python evaluate.py {run_dir} --episodes 100)")
+    print(f"run folder: {run_dir}  (evaluate again: python evaluate.py "
+          f"{shlex.quote(str(run_dir))} --episodes 100)")
     return run_dir
 
 
@@ -477,8 +492,8 @@ def main(argv=None) -> None:
         train(parse_config(argv))
     except (TrainError, DataError, EvalError) as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
+        sys.exit(128 + getattr(e, "signum", signal.SIGINT))
 
 
 if __name__ == "__main__":
