@@ -30,6 +30,7 @@ Glossary of dimension letters:
   K  steps in a window (context length)
   obs, act  observation and action sizes
 """
+import hashlib
 import json
 import os
 import sys
@@ -317,6 +318,16 @@ def _check_plausible(trajectories, key, source):
 
 
 # ----------------------------------------------------------------------------- datasets by name
+
+def data_fingerprint(trajectories) -> str:
+    """A hash of the trajectories' observations, actions and rewards: the same data gives the
+    same fingerprint wherever its file lies, regenerated or edited data another."""
+    digest = hashlib.sha256()
+    for t in trajectories:
+        for array in (t.observations, t.actions, t.rewards):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:32]
+
 
 def dataset_path(env: str, level: str, data_dir="data") -> Path:
     """Where the named dataset lives: data/{env}-{level}.hdf5."""

@@ -26,7 +26,6 @@ Glossary of dimension letters:
 """
 import copy
 import math
-import hashlib
 import os
 import random
 import shlex
@@ -42,9 +41,8 @@ import torch
 from tqdm import tqdm
 
 from cli import flag_name, given_flags, option, write_json
-from collect import resolve_dataset
 from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
-    load_trajectories, normalized_score
+    data_fingerprint, dataset_path, load_trajectories, normalized_score
 from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
 from evaluate import TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, EvalError, evaluate, \
     resolve_device, resolve_mode, summary_line
@@ -263,14 +261,14 @@ def update_ema(run: Run) -> None:
             run.ema[name].copy_(value)
 
 
-def data_fingerprint(trajectories) -> str:
-    """A hash of the data's observations, actions and rewards: a resumed run checks that it
-    trains on the data it started with, wherever the file now lies."""
-    digest = hashlib.sha256()
-    for t in trajectories:
-        for array in (t.observations, t.actions, t.rewards):
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:32]
+def dataset_file(env: str, level: str) -> Path:
+    """data/{env}-{level}.hdf5, rolled out from the committed policies the first time: the only
+    use training makes of the behaviour-policy code, imported then."""
+    path = dataset_path(env, level)
+    if path.exists():
+        return path
+    from collect import resolve_dataset  # noqa: PLC0415 (imports td3: only when it is needed)
+    return resolve_dataset(env, level)
 
 
 def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
@@ -280,10 +278,10 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     random.seed(cfg.seed)
     np_rng = np.random.default_rng(cfg.seed)  # batch sampling
     torch.manual_seed(cfg.seed)  # initial weights and dropout
-    data_path = Path(cfg.data) if cfg.data else resolve_dataset(cfg.env, cfg.dataset)
+    data_path = Path(cfg.data) if cfg.data else dataset_file(cfg.env, cfg.dataset)
     trajectories = load_trajectories(data_path)
     check_fits_env(trajectories, cfg.env, source=str(data_path))
-    fingerprint = data_fingerprint(trajectories)
+    fingerprint = data_fingerprint(trajectories)  # a resumed run checks it trains on the same
     if ckpt is not None and ckpt.get("data", {}).get("fingerprint", fingerprint) != fingerprint:
         raise TrainError(f"{data_path} is not the data {run_dir} was trained on (its contents "
                          "differ: regenerated or replaced?); put that data back to resume, or "
