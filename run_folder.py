@@ -1,5 +1,5 @@
 """The run folder's safety around train.py's loop: one trainer per folder, a disk problem as one
-sentence, a Ctrl-C or SIGTERM that saves before it stops.
+sentence (Ctrl-C and SIGTERM are cli.stop_requests, shared with td3.py).
 
   open_run_folder  the checkpoint a --resume continues, or a refusal to overwrite another run
   RunLock          runs/NAME/lock holds the trainer's pid and the process's start time; a second
@@ -7,11 +7,9 @@ sentence, a Ctrl-C or SIGTERM that saves before it stops.
                    pid was reused by another process) is taken over
   writing_to       a failed write (OSError, or torch.save's RuntimeError on a full disk) becomes
                    one TrainError sentence; the checkpoint already on disk is intact
-  StopOnSignal     the first Ctrl-C or SIGTERM (what `kill` and a cluster's time limit send) asks
-                   the loop to checkpoint and stop; a second one acts at once
 
   files of a run   ckpt.pt (save_checkpoint), the kept checkpoints of --keep-last
-                   (keep_checkpoint), metrics.jsonl (log, trim_metrics), and the one-sentence
+                   (keep_checkpoint), metrics.jsonl lines (log), and the one-sentence
                    errors of a NaN or out-of-memory stop
 
 Imports only cli (no model or data file): `run` is train.py's Run; train.py re-exports
@@ -20,13 +18,11 @@ TrainError.
 import json
 import os
 import random
-import signal
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from cli import WriteError, atomic_write, one_sentence_write_errors
 
@@ -106,28 +102,6 @@ def writing_to(run_dir: Path):
     except WriteError as e:
         raise TrainError(f"{str(e).rstrip('.')}, adding --resume to continue from the last "
                          f"checkpoint in {run_dir} (it is intact).") from None
-
-
-class StopOnSignal:
-    """The first Ctrl-C (SIGINT) or SIGTERM asks the loop to save and stop after the current
-    step; the handlers from before are back at once, so a second signal acts as it did."""
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self):
-        self.requested = None  # the name of the signal that asked, once one has
-        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = signal.Signals(signum).name
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        tqdm.write(f"{self.requested}: saving a checkpoint after this step (a second one quits "
-                   "without it)")
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "step": int,
@@ -252,15 +226,3 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum):
         super().__init__(signum)
         self.signum = int(signum)
-
-
-def trim_metrics(path: Path, step: int) -> None:
-    """metrics.jsonl cut back to the checkpoint's step: a resumed run logs the later steps again."""
-    kept = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line + "\n")
-        except (json.JSONDecodeError, AttributeError):  # a kill in mid-write, or not a record
-            pass
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(kept)))

@@ -40,15 +40,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import flag_name, given_flags, option, write_json
+from cli import flag_name, given_flags, option, stop_requests, trim_jsonl, write_json
 from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
     data_fingerprint, dataset_path, load_trajectories, normalized_score
 from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
 from evaluate import TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, EvalError, evaluate, \
     resolve_device, resolve_mode, summary_line
-from run_folder import RunLock, StopOnSignal, Stopped, TrainError, is_out_of_memory, \
+from run_folder import RunLock, Stopped, TrainError, is_out_of_memory, \
     keep_checkpoint, log, memory_error, nan_error, open_run_folder, read_checkpoint, \
-    save_checkpoint, trim_metrics, writing_to
+    save_checkpoint, writing_to
 from ssm import default_scan_backend
 
 
@@ -342,7 +342,7 @@ def start_files(run: Run) -> dict:
     summary = run.dataset.summary()
     summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
     with writing_to(run.run_dir):
-        trim_metrics(run.run_dir / "metrics.jsonl", run.step)
+        trim_jsonl(run.run_dir / "metrics.jsonl", run.step)  # a resumed run logs those again
         write_json(run.run_dir / "config.json", {
             "train": asdict(run.cfg), "model": asdict(run.model.config), "eval_mode": run.eval_mode,
             "target_return": run.target, "device": str(run.device),
@@ -425,7 +425,8 @@ def train(cfg: TrainConfig) -> Path:
     run = build(cfg, run_dir, ckpt)  # loads the data and builds the model: nothing written yet
     with writing_to(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir), StopOnSignal() as stop:
+    with RunLock(run_dir), stop_requests(tqdm.write, "saving a checkpoint after this step (a "
+                                         "second Ctrl-C or SIGTERM quits without it)") as stop:
         data_summary = start_files(run)
         forward = torch.compile(run.model) if cfg.compile else run.model
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if run.device.type == "cuda"
@@ -434,7 +435,7 @@ def train(cfg: TrainConfig) -> Path:
         losses, tick = [], time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=run.step, desc=f"{cfg.model} {cfg.env}",
                    unit="step", dynamic_ncols=True)
-        while run.step < cfg.steps and not stop.requested:
+        while run.step < cfg.steps and not stop:
             try:
                 losses.append(train_step(run, forward, autocast))
             except (TrainError, MemoryError, RuntimeError) as e:
@@ -459,9 +460,10 @@ def train(cfg: TrainConfig) -> Path:
         bar.close()
         save_checkpoint(run)
         if run.step < cfg.steps:  # stopped by Ctrl-C or SIGTERM
-            print(f"stopped at step {run.step} ({stop.requested}); checkpoint saved in {run_dir}; "
-                  f"continue with `python train.py --out {shlex.quote(str(run_dir))} --resume`")
-            raise Stopped(getattr(signal, stop.requested))
+            print(f"stopped at step {run.step} ({signal.Signals(stop[0]).name}); checkpoint "
+                  f"saved in {run_dir}; continue with `python train.py --out "
+                  f"{shlex.quote(str(run_dir))} --resume`")
+            raise Stopped(stop[0])
         final_eval(run, data_summary)
     print(f"run folder: {run_dir}  (evaluate again: python evaluate.py "
           f"{shlex.quote(str(run_dir))} --episodes 100)")
