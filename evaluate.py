@@ -42,7 +42,7 @@ from tqdm import tqdm
 from cli import WriteError, option, one_sentence_write_errors, parse_config, \
     refuse_to_replace, write_json
 from data import ENVS, DataError, env_key, normalized_score
-from dt import DecisionConfig, DecisionModel
+from dt import DecisionConfig, DecisionModel, ModelError
 
 MODES = ("window", "recurrent")
 TARGET_RETURNS = {"hopper": 3600.0, "halfcheetah": 12000.0, "walker2d": 5000.0}
@@ -143,6 +143,8 @@ def load_run(run_dir, device="cpu", weights="raw", path=None):
         # runs saved before the activation became a setting trained the GPT with GELU
         model = DecisionModel(DecisionConfig(**{"activation": "gelu", **ckpt["model_config"]}))
         env_key(ckpt["env"])
+    except ModelError as e:  # e.g. DM_SCAN_BACKEND names no usable scan: its own sentence
+        raise EvalError(str(e)) from None
     except Exception as e:  # unreadable, truncated, or not ours: say so in one sentence
         raise EvalError(f"{path} is not a readable train.py checkpoint ({type(e).__name__}); "
                         "retrain it or pass another run folder.") from None

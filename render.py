@@ -6,16 +6,20 @@
   plot_bands        report.py's curves: per model, the mean over seeds and the min-max band
                     (training loss, evaluation return vs step, the pilot)
   plot_targets      report.py's return conditioning: achieved vs target return
+  aggregate_section REPORT.md's "Over all tasks": IQM, P(Mamba > DT), performance profiles
+  pilot_v2_section  REPORT.md's protocol pilot: the candidates, RULE.md applied, their curves
 
 Standard library, numpy and matplotlib only (no torch): profile.py's results are plain dicts
 (profile.py's docstring says what they hold) and report.py's runs are stats.Run records.
 """
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
 from cli import atomic_write
-from stats import MODEL_NAMES, over_seeds
+from stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule, over_seeds,
+                   performance_profile, read_pilot_v2, task_matrices)
 
 COLORS = {"dt": "C0", "mamba": "C1"}
 # The latency sweep's cases, (model, how it acts) -> label: the DT and the Mamba re-encoding a
@@ -267,3 +271,59 @@ def plot_profile(profiles, taus, path):
     ax.set_ylabel("fraction of runs with score > tau")
     ax.legend()
     save_png(fig, path)
+
+
+# ----------------------------------------------------------------------------- report sections
+
+def aggregate_section(groups, figures, rel, reps):
+    """Over all env x dataset tasks at each cell's higher target: the IQM of each model with
+    stratified-bootstrap intervals, P(Mamba > DT), and the performance profiles."""
+    matrices = task_matrices(groups)
+    if matrices is None:
+        return []
+    n = len(matrices["dt"])
+    iqm, (p, (p_lo, p_hi)) = aggregate(matrices, reps)
+    taus = np.linspace(0, 120, 241)
+    png = figures / "performance-profile.png"
+    plot_profile(performance_profile(matrices, taus), taus, png)
+    reading = ("Mamba better" if p_lo > 0.5 else "DT better" if p_hi < 0.5 else "undecided")
+    lines = ["## Over all tasks", "",
+             f"{matrices['dt'].shape[1]} env x dataset tasks, {n} seeds a model on each (the "
+             f"first {n} by seed where a task has more), each cell at its higher target. The "
+             "interquartile mean (IQM) drops the lowest and highest quarter of all runs' scores "
+             "and averages the rest; P(Mamba > DT) is the probability that a Mamba run beats a "
+             f"DT run on the same task, averaged over tasks. 95% intervals from {reps} stratified "
+             "bootstrap resamples (seeds resampled within each task), computed by rliable "
+             "(Agarwal et al. 2021).", "", "| model | IQM | 95% CI |", "|---|---|---|"]
+    lines += [f"| {MODEL_NAMES[m]} | {v:.1f} | [{lo:.1f}, {hi:.1f}] |"
+              for m, (v, (lo, hi)) in iqm.items()]
+    return lines + ["", f"P(Mamba > DT) = {p:.2f}, 95% CI [{p_lo:.2f}, {p_hi:.2f}]: {reading} "
+                    "(a model is named only when the interval excludes 0.5).", "",
+                    f"![performance profiles]({rel(png)})", ""]
+
+
+def pilot_v2_section(folder, figures, rel):
+    """The protocol pilot (results/pilot-v2): each candidate's seed spread, mean and projected
+    sweep cost, and RULE.md's rule applied to the complete cells."""
+    names, estimates, curves, costs = read_pilot_v2(folder)
+    doc = ["## The protocol pilot", "", f"The rule was written and committed before any pilot "
+           f"run: [RULE.md]({rel(Path(folder) / 'RULE.md')}). Runs with records: {len(names)} of "
+           "36.", ""]
+    if costs is None:
+        return doc + ["The rule needs both models' runs (for the costs); it is not applied yet.",
+                      ""]
+    rows, chosen = apply_pilot_rule(estimates, costs)
+    if not rows:
+        return doc + ["No cell has 3 seeds of every recipe yet; the rule is not applied.", ""]
+    cells = ", ".join(" / ".join(c) for c in next(iter(rows.values()))["cells"])
+    doc += [f"Cells with all three seeds, which decide: {cells}. sd: the seed standard "
+            "deviation of the estimate, averaged over those cells.", "",
+            "| schedule | budget | estimator | mean | sd | max cell sd | sweep core-hours | "
+            "rule |", "|---|---|---|---|---|---|---|---|"]
+    for c, r in sorted(rows.items(), key=lambda x: (x[0][0], x[0][1], ESTIMATORS.index(x[0][2]))):
+        doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
+                   f"{r['max_sd']:.1f} | {r['cost']:.1f} | "
+                   f"{'**chosen**' if c == chosen else r['out'] or 'eligible'} |")
+    png = figures / "pilot-v2.png"
+    plot_pilot(curves, png)
+    return doc + ["", f"![the pilot's candidates]({rel(png)})", ""]

@@ -36,11 +36,11 @@ import numpy as np
 from cli import (WriteError, atomic_write, flag_name, one_sentence_write_errors, option,
                  parse_config, refuse_to_replace)
 from data import normalized_score
-from render import curve_of, drawn_by_matplotlib, plot_bands, plot_pilot, plot_profile, plot_targets
-from stats import (ESTIMATORS, MARGIN, MODEL_NAMES, PATIENCE, aggregate, apply_pilot_rule,
-                   converged_step, experiments, group_name, groups_of, over_seeds,
-                   performance_profile, pm, read_json, read_pilot_v2, read_runs, score_cell,
-                   scores, task_matrices, verdict, welch_interval)
+from render import aggregate_section, curve_of, drawn_by_matplotlib, pilot_v2_section, \
+    plot_bands, plot_targets
+from stats import (MARGIN, MODEL_NAMES, PATIENCE, converged_step, experiments, group_name,
+                   groups_of, over_seeds, pm, read_json, read_runs, score_cell, scores, verdict,
+                   welch_interval)
 
 # The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
 # (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
@@ -110,60 +110,6 @@ def comparison_table(groups, target_rank):
                      f"{score_cell(dt_runs, target)} | {score_cell(mamba_runs, target)} | {ci} | "
                      f"{verdict(interval)} | {paper} / {corl} |")
     return lines
-
-
-def aggregate_section(groups, figures, rel, reps):
-    """Over all env x dataset tasks at each cell's higher target: the IQM of each model with
-    stratified-bootstrap intervals, P(Mamba > DT), and the performance profiles."""
-    matrices = task_matrices(groups)
-    if matrices is None:
-        return []
-    n = len(matrices["dt"])
-    iqm, (p, (p_lo, p_hi)) = aggregate(matrices, reps)
-    taus = np.linspace(0, 120, 241)
-    png = figures / "performance-profile.png"
-    plot_profile(performance_profile(matrices, taus), taus, png)
-    reading = ("Mamba better" if p_lo > 0.5 else "DT better" if p_hi < 0.5 else "undecided")
-    lines = ["## Over all tasks", "",
-             f"{matrices['dt'].shape[1]} env x dataset tasks, {n} seeds a model on each (the "
-             f"first {n} by seed where a task has more), each cell at its higher target. The "
-             "interquartile mean (IQM) drops the lowest and highest quarter of all runs' scores "
-             "and averages the rest; P(Mamba > DT) is the probability that a Mamba run beats a "
-             f"DT run on the same task, averaged over tasks. 95% intervals from {reps} stratified "
-             "bootstrap resamples (seeds resampled within each task), computed by rliable "
-             "(Agarwal et al. 2021).", "", "| model | IQM | 95% CI |", "|---|---|---|"]
-    lines += [f"| {MODEL_NAMES[m]} | {v:.1f} | [{lo:.1f}, {hi:.1f}] |"
-              for m, (v, (lo, hi)) in iqm.items()]
-    return lines + ["", f"P(Mamba > DT) = {p:.2f}, 95% CI [{p_lo:.2f}, {p_hi:.2f}]: {reading} "
-                    "(a model is named only when the interval excludes 0.5).", "",
-                    f"![performance profiles]({rel(png)})", ""]
-
-
-def pilot_v2_section(folder, figures, rel):
-    """The protocol pilot (results/pilot-v2): each candidate's seed spread, mean and projected
-    sweep cost, and RULE.md's rule applied to the complete cells."""
-    names, estimates, curves, costs = read_pilot_v2(folder)
-    doc = ["## The protocol pilot", "", f"The rule was written and committed before any pilot "
-           f"run: [RULE.md]({rel(Path(folder) / 'RULE.md')}). Runs with records: {len(names)} of "
-           "36.", ""]
-    if costs is None:
-        return doc + ["The rule needs both models' runs (for the costs); it is not applied yet.",
-                      ""]
-    rows, chosen = apply_pilot_rule(estimates, costs)
-    if not rows:
-        return doc + ["No cell has 3 seeds of every recipe yet; the rule is not applied.", ""]
-    cells = ", ".join(" / ".join(c) for c in next(iter(rows.values()))["cells"])
-    doc += [f"Cells with all three seeds, which decide: {cells}. sd: the seed standard "
-            "deviation of the estimate, averaged over those cells.", "",
-            "| schedule | budget | estimator | mean | sd | max cell sd | sweep core-hours | "
-            "rule |", "|---|---|---|---|---|---|---|---|"]
-    for c, r in sorted(rows.items(), key=lambda x: (x[0][0], x[0][1], ESTIMATORS.index(x[0][2]))):
-        doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
-                   f"{r['max_sd']:.1f} | {r['cost']:.1f} | "
-                   f"{'**chosen**' if c == chosen else r['out'] or 'eligible'} |")
-    png = figures / "pilot-v2.png"
-    plot_pilot(curves, png)
-    return doc + ["", f"![the pilot's candidates]({rel(png)})", ""]
 
 
 def dataset_cell(env, data):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import report
+import render
 import stats
 
 CELLS = [("hopper", "dt"), ("hopper", "mamba")]
@@ -79,7 +79,7 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
                 (run / "metrics.jsonl").write_text("\n".join(
                     json.dumps(x) for x in pilot_lines(raw, [5.0] * len(raw), budget)))
     (tmp_path / "figures").mkdir()  # write_report makes it
-    doc = report.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
+    doc = render.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
     text = "\n".join(doc)
     assert "Runs with records: 18 of 36" in text
     # every candidate has seed sd 10 (scores 10, 20, 30 + offset); the const EMA is stably bad;
