@@ -128,6 +128,9 @@ def open_run_folder(run_dir: Path, resume: bool) -> dict | None:
     """The checkpoint that --resume continues (None for a new run); TrainError when the folder
     holds something a new run would overwrite, or nothing to resume."""
     ckpt_path = run_dir / "ckpt.pt"
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise TrainError(f"--out {run_dir} is a link to nothing; remove the link or pass "
+                         "another --out.")
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"--out {run_dir} is a file, not a folder; pass another --out.")
     for name in RUN_FILES:

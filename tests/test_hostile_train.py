@@ -120,6 +120,9 @@ def test_run_files_of_the_wrong_kind_and_foreign_checkpoints_are_one_sentence(
     (tmp_path / "a" / "metrics.jsonl").mkdir(parents=True)
     with pytest.raises(TrainError, match="is not a regular file"):
         train.train(tiny(hopper_data, tmp_path / "a"))
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(TrainError, match="is a link to nothing"):
+        train.train(tiny(hopper_data, tmp_path / "dangling"))
     run_dir = train.train(tiny(hopper_data, tmp_path / "b", model="dt", steps=2))
     ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
     ckpt["model"]["embed_state.weight"] = torch.zeros(3, 3)  # edited to another shape
