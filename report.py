@@ -216,6 +216,7 @@ def shell_paths(paths):
 def report_command(cfg: ReportConfig):
     return " ".join(["python", "report.py", *shell_paths(cfg.runs), *(
         ["--pilot", *shell_paths(cfg.pilot)] if cfg.pilot else []), *(
+        ["--pilot-v2", shlex.quote(cfg.pilot_v2)] if cfg.pilot_v2 else []), *(
         ["--profile", *shell_paths(cfg.profile)] if cfg.profile else []),
         "--out", shlex.quote(cfg.out), "--figures", shlex.quote(str(figures_folder(cfg))),
         *(["--force"] if cfg.force else [])])
