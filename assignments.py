@@ -484,6 +484,10 @@ def main(argv=None):
             sys.exit(0 if full else 1)
     except AssignmentError as e:
         sys.exit(f"error: {e}")
+    except OSError as e:  # a full disk, a file-size limit, a folder it may not write
+        where = e.filename2 or e.filename or "a file"
+        sys.exit(f"error: cannot write {where} ({e.strerror or e}); free some disk space or "
+                 "write elsewhere, then run the command again.")
 
 
 if __name__ == "__main__":
