@@ -111,6 +111,33 @@ def returns_to_go(rewards: np.ndarray) -> np.ndarray:
     # exercise 3: end
 
 
+# Variants where memory should matter. Partially observed (Ni et al. 2022, "Recurrent model-free RL
+# can be a strong baseline for many POMDPs"): positions only, velocities hidden. A Gymnasium v5
+# observation is qpos[1:] (the x position left out) followed by qvel, so its first POSITIONS[env]
+# entries are the positions. Delayed reward (Chen et al. 2021, Table 5): every step 0, the whole
+# return at the episode's last step, so returns-to-go hold the episode's return throughout.
+POSITIONS = {"hopper": 5, "halfcheetah": 8, "walker2d": 8}  # obs[:n] == data.qpos[1:]
+OBS_VARIANTS, REWARD_VARIANTS = ("full", "positions"), ("dense", "delayed")
+
+
+def apply_variant(trajectories, env: str, obs="full", reward="dense") -> list:
+    """The trajectories as a variant's agent sees them (the same in training and evaluation:
+    evaluate.VariantEnv applies it to the env)."""
+    if obs not in OBS_VARIANTS or reward not in REWARD_VARIANTS:
+        raise DataError(f"unknown variant --obs {obs} --reward {reward}: choose --obs "
+                        f"{' | '.join(OBS_VARIANTS)} and --reward {' | '.join(REWARD_VARIANTS)}.")
+    out = []
+    for t in trajectories:
+        observations = t.observations[:, :POSITIONS[env_key(env)]] if obs == "positions" \
+            else t.observations  # (T, obs) -> (T, positions)
+        rewards = t.rewards
+        if reward == "delayed":
+            rewards = np.zeros_like(t.rewards)  # (T,)
+            rewards[-1] = t.rewards.sum(dtype=np.float64)
+        out.append(Trajectory(observations, t.actions, rewards, t.terminated))
+    return out
+
+
 def _clean_columns(source: str, columns: dict) -> dict:
     """Cast columns to the schema's dtypes and shapes; one sentence on bad shapes, lengths, NaN."""
     out = {}

@@ -41,10 +41,11 @@ from tqdm import tqdm
 
 from cli import WriteError, option, one_sentence_write_errors, parse_config, \
     refuse_to_replace, write_json
-from data import ENVS, DataError, env_key, normalized_score
+from data import ENVS, POSITIONS, DataError, env_key, normalized_score
 from dt import DecisionConfig, DecisionModel, ModelError
 
 MODES = ("window", "recurrent")
+VARIANT_DEFAULTS = {"obs": "full", "reward": "dense"}  # a run's variant (train.py --obs, --reward)
 TARGET_RETURNS = {"hopper": 3600.0, "halfcheetah": 12000.0, "walker2d": 5000.0}
 # Episode i of an evaluation resets its env with seed SEED + i. Two ranges that never meet:
 # validation seeds (train.py's periodic evaluations, pilots: whatever chooses a setting) start at
@@ -116,6 +117,32 @@ def _select_rows(cache, keep):
     if isinstance(cache, torch.Tensor):
         return cache[keep]
     return type(cache)(_select_rows(part, keep) for part in cache)
+
+
+class VariantEnv(gym.Wrapper):
+    """The env as a variant's data shows it (data.apply_variant): positions only keeps the first
+    POSITIONS[env] entries of each observation; delayed reward gives 0 at every step and the
+    episode's whole return at its last, so the sum, and the score, stay the true return."""
+
+    def __init__(self, env, name: str, obs="full", reward="dense"):
+        super().__init__(env)
+        self.keep = POSITIONS[env_key(name)] if obs == "positions" else None
+        self.delayed, self.held = reward == "delayed", 0.0
+        if self.keep is not None:
+            self.observation_space = gym.spaces.Box(
+                env.observation_space.low[:self.keep], env.observation_space.high[:self.keep])
+
+    def reset(self, **kwargs):
+        self.held = 0.0
+        obs, info = self.env.reset(**kwargs)
+        return obs[:self.keep], info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.delayed:
+            self.held += reward
+            reward = self.held if terminated or truncated else 0.0
+        return obs[:self.keep], reward, terminated, truncated, info
 
 
 def _write_video(path: Path, frames: list, fps: float) -> None:
@@ -258,14 +285,16 @@ class RecurrentActor:
 @torch.inference_mode()
 def evaluate(model, env, state_mean, state_std, return_scale, target_return, episodes=10,
              seed=TEST_SEED, mode="window", context_len=None, device="cpu",
-             max_episode_steps=None, video=None, progress=False, env_kwargs=None) -> dict:
+             max_episode_steps=None, video=None, progress=False, env_kwargs=None,
+             variant=None) -> dict:
     """Run `episodes` episodes of `env` as one batch, conditioned on `target_return`.
 
     Returns plain numbers: mean/std of return and D4RL-normalised score, the fractions that fell
     (terminated) and that reached the time limit (truncated), episode lengths, seeds, mode, wall
     time. `video` (a path) records episode 0; env_kwargs go to gym.make (e.g.
-    terminate_when_unhealthy=False for fixed-length timing runs). The window is the model's
-    context length (context_len is accepted for older callers and must agree).
+    terminate_when_unhealthy=False for fixed-length timing runs); variant ({"obs", "reward"})
+    wraps each env as the model's training data was transformed (VariantEnv). The window is the
+    model's context length (context_len is accepted for older callers and must agree).
     """
     env = env_key(env)
     if mode not in MODES:
@@ -277,8 +306,9 @@ def evaluate(model, env, state_mean, state_std, return_scale, target_return, epi
     device = torch.device(device)
     model.eval()
     seeds = [seed + i for i in range(episodes)]
-    envs = [gym.make(ENVS[env], max_episode_steps=max_episode_steps,
-                     render_mode="rgb_array" if video and i == 0 else None, **(env_kwargs or {}))
+    envs = [VariantEnv(gym.make(ENVS[env], max_episode_steps=max_episode_steps,
+                                render_mode="rgb_array" if video and i == 0 else None,
+                                **(env_kwargs or {})), env, **(variant or {}))
             for i in range(episodes)]
     horizon = envs[0].spec.max_episode_steps  # T
     low = torch.as_tensor(envs[0].action_space.low, device=device)  # (act,)
@@ -402,7 +432,8 @@ def evaluate_run(cfg: EvalConfig) -> dict:
             evaluate(model, ckpt["env"], ckpt["state_mean"], ckpt["state_std"],
                      ckpt["return_scale"], target, episodes=cfg.episodes, seed=cfg.seed,
                      mode=mode, device=device, max_episode_steps=cfg.max_episode_steps,
-                     video=cfg.video if i == 0 else None, progress=True)
+                     video=cfg.video if i == 0 else None, progress=True,
+                     variant={k: train_cfg.get(k, d) for k, d in VARIANT_DEFAULTS.items()})
             for i, target in enumerate(targets)])
         steps.append(ckpt["step"])
     results = (per_checkpoint[0] if cfg.last == 1 else  # zip: [target][checkpoint]
