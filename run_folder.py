@@ -12,8 +12,11 @@ sentence (Ctrl-C and SIGTERM are cli.stop_requests, shared with td3.py).
                    (keep_checkpoint), metrics.jsonl lines (log), and the one-sentence
                    errors of a NaN or out-of-memory stop
 
-Imports only cli (no model or data file): `run` is train.py's Run; train.py re-exports
-TrainError.
+  check_sizes      sizes that cannot fit (a window longer than an episode, activations beyond
+                   the machine's memory), refused before a folder is made
+
+Imports only cli and data's constants: `run` is train.py's Run and `cfg` its TrainConfig;
+train.py re-exports TrainError.
 """
 import json
 import os
@@ -24,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from cli import WriteError, atomic_write, one_sentence_write_errors
+from cli import WriteError, atomic_write, flag_name, one_sentence_write_errors
+from data import MAX_EPISODE_STEPS
 
 RUN_FILES = ("lock", "ckpt.pt", "config.json", "metrics.jsonl", "eval.json")
 BEFORE_FIRST_CHECKPOINT = {"config.json", "metrics.jsonl", "lock"}  # what such a run leaves
@@ -102,6 +106,31 @@ def writing_to(run_dir: Path):
     except WriteError as e:
         raise TrainError(f"{str(e).rstrip('.')}, adding --resume to continue from the last "
                          f"checkpoint in {run_dir} (it is intact).") from None
+
+
+def check_sizes(cfg) -> None:
+    """Sizes that cannot fit, refused before anything is loaded or written: a window or an
+    evaluation episode longer than the env's 1000 steps, or activations beyond this machine's
+    memory (a rough count: about 40 floats per token and width per layer, attention's B x K^2
+    per head and layer on top for the DT)."""
+    for name in ("context", "max_episode_steps"):
+        value = getattr(cfg, name)
+        if value not in (None, "full") and int(value) > MAX_EPISODE_STEPS:
+            raise TrainError(f"{flag_name(name)} {value} is longer than any episode "
+                             f"({MAX_EPISODE_STEPS} steps); use {MAX_EPISODE_STEPS} or less.")
+    tokens = 3 * (MAX_EPISODE_STEPS if cfg.context == "full" else int(cfg.context))
+    layers = cfg.n_layer if cfg.model == "dt" else cfg.mamba_n_layer
+    floats = cfg.batch_size * tokens * layers * (40 * cfg.d_model + (
+        cfg.n_head * tokens * 3 if cfg.model == "dt" else 0))
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
+        return
+    if 4 * floats > memory:
+        raise TrainError(f"--batch-size {cfg.batch_size} with --context {cfg.context} and "
+                         f"--d-model {cfg.d_model} needs about {4 * floats / 2**30:.0f} GiB for "
+                         f"activations, more than this machine's {memory / 2**30:.0f} GiB; "
+                         "lower --batch-size or --context.")
 
 
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "step": int,

@@ -26,7 +26,6 @@ Glossary of dimension letters:
 """
 import copy
 import math
-import os
 import random
 import shlex
 import signal
@@ -42,11 +41,12 @@ from tqdm import tqdm
 
 from cli import flag_name, given_flags, option, stop_requests, trim_jsonl, write_json
 from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
-    data_fingerprint, dataset_path, load_trajectories, normalized_score
+    OBS_VARIANTS, REWARD_VARIANTS, apply_variant, data_fingerprint, dataset_path, \
+    load_trajectories, normalized_score
 from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
 from evaluate import TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, EvalError, evaluate, \
     resolve_device, resolve_mode, summary_line
-from run_folder import RunLock, Stopped, TrainError, is_out_of_memory, \
+from run_folder import RunLock, Stopped, TrainError, check_sizes, is_out_of_memory, \
     keep_checkpoint, log, memory_error, nan_error, open_run_folder, read_checkpoint, \
     save_checkpoint, writing_to
 from ssm import default_scan_backend
@@ -65,6 +65,8 @@ class TrainConfig:
     lr: float = option(1e-3, "peak learning rate of AdamW")
     weight_decay: float = option(1e-4, "AdamW decay (not on norms, biases, embeddings, A_log, D)")
     warmup_steps: int = option(300, "linear learning-rate warmup from 0 to --lr")
+    obs: str = option("full", "full | positions: velocities hidden (a partially observed variant)")
+    reward: str = option("dense", "dense | delayed: every step 0, the return at the episode's end")
     lr_schedule: str = option("constant", "after the warmup: constant | cosine (decays to 0 at "
                                           "--steps)")
     ema: float = option(0.0, "also keep an exponential moving average of the weights with this "
@@ -113,8 +115,9 @@ PRESETS = {"paper": dict(steps=100_000, batch_size=64, lr=1e-4, weight_decay=1e-
 RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every", "eval_every",
              "eval_episodes", "target", "eval_mode", "eval_seed", "max_episode_steps", "preset",
              "keep_last", "keep_every"}
+# settings that runs saved before they existed had
 OLD_RUN_DEFAULTS = {"activation": "gelu", "lr_schedule": "constant", "ema": 0.0, "keep_last": 1,
-                    "keep_every": 1000}  # settings that runs saved before they existed had
+                    "keep_every": 1000, "obs": "full", "reward": "dense"}
 
 
 # ----------------------------------------------------------------------------- checks
@@ -124,7 +127,8 @@ def check_config(cfg: TrainConfig) -> None:
     choices = {"model": tuple(MODELS), "env": tuple(ENVS), "dataset": LEVELS,
                "device": ("auto", "cpu", "cuda"), "eval_mode": ("auto", "window", "recurrent"),
                "preset": (None, *PRESETS), "activation": ("relu", "gelu"),
-               "lr_schedule": ("constant", "cosine")}
+               "lr_schedule": ("constant", "cosine"), "obs": OBS_VARIANTS,
+               "reward": REWARD_VARIANTS}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             names = ", ".join(str(a) for a in allowed if a is not None)
@@ -163,35 +167,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise TrainError("--eval-mode recurrent needs --model mamba; use window for dt.")
 
 
-def check_sizes(cfg: TrainConfig) -> None:
-    """Sizes that cannot fit, refused before anything is loaded or written: a window or an
-    evaluation episode longer than the env's 1000 steps, or activations beyond this machine's
-    memory (a rough count: about 40 floats per token and width per layer, attention's B x K^2
-    per head and layer on top for the DT)."""
-    for name in ("context", "max_episode_steps"):
-        value = getattr(cfg, name)
-        if value not in (None, "full") and int(value) > MAX_EPISODE_STEPS:
-            raise TrainError(f"{flag_name(name)} {value} is longer than any episode "
-                             f"({MAX_EPISODE_STEPS} steps); use {MAX_EPISODE_STEPS} or less.")
-    tokens = 3 * (MAX_EPISODE_STEPS if cfg.context == "full" else int(cfg.context))
-    layers = cfg.n_layer if cfg.model == "dt" else cfg.mamba_n_layer
-    floats = cfg.batch_size * tokens * layers * (40 * cfg.d_model + (
-        cfg.n_head * tokens * 3 if cfg.model == "dt" else 0))
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
-        return
-    if 4 * floats > memory:
-        raise TrainError(f"--batch-size {cfg.batch_size} with --context {cfg.context} and "
-                         f"--d-model {cfg.d_model} needs about {4 * floats / 2**30:.0f} GiB for "
-                         f"activations, more than this machine's {memory / 2**30:.0f} GiB; "
-                         "lower --batch-size or --context.")
-
-
 def default_out(cfg_values: dict) -> str:
     data = Path(cfg_values["data"]).stem if cfg_values.get("data") else cfg_values["dataset"]
     preset = f"-{cfg_values['preset']}" if cfg_values.get("preset") else ""
-    return f"runs/{cfg_values['model']}-{cfg_values['env']}-{data}{preset}-s{cfg_values['seed']}"
+    variant = "".join(f"-{cfg_values[k]}" for k, default in (("obs", "full"), ("reward", "dense"))
+                      if cfg_values.get(k, default) != default)  # e.g. -positions-delayed
+    return (f"runs/{cfg_values['model']}-{cfg_values['env']}-{data}{variant}{preset}"
+            f"-s{cfg_values['seed']}")
 
 
 def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
@@ -282,6 +264,7 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     trajectories = load_trajectories(data_path)
     check_fits_env(trajectories, cfg.env, source=str(data_path))
     fingerprint = data_fingerprint(trajectories)  # a resumed run checks it trains on the same
+    trajectories = apply_variant(trajectories, cfg.env, cfg.obs, cfg.reward)
     if ckpt is not None and ckpt.get("data", {}).get("fingerprint", fingerprint) != fingerprint:
         raise TrainError(f"{data_path} is not the data {run_dir} was trained on (its contents "
                          "differ: regenerated or replaced?); put that data back to resume, or "
@@ -371,7 +354,8 @@ def run_eval(run: Run) -> dict:
             model, cfg.env, run.dataset.state_mean, run.dataset.state_std, cfg.return_scale,
             run.target, episodes=cfg.eval_episodes, seed=cfg.eval_seed, mode=run.eval_mode,
             device=run.device, context_len=run.dataset.context_len,
-            max_episode_steps=cfg.max_episode_steps, progress=True)
+            max_episode_steps=cfg.max_episode_steps, progress=True,
+            variant={"obs": cfg.obs, "reward": cfg.reward})
         logged[key] = {k: v for k, v in result.items() if k not in ("returns", "lengths", "seeds")}
     run.model.train()
     log(run, logged)

@@ -70,3 +70,23 @@ def test_the_env_wrapper_shows_what_the_transformed_data_shows(obs, reward):
                                rtol=1e-5, atol=1e-5)
     assert sum(rows["wrapped"][1]) == pytest.approx(sum(rows["bare"][1]))  # the true return
     assert wrapped.observation_space.shape == (expected.observations.shape[1],)
+
+
+def test_a_run_records_its_variant_and_evaluate_applies_it_by_itself(tmp_path):
+    import json
+
+    import evaluate
+    import train
+    from tests.test_train import tiny, write_random_dataset
+    data = write_random_dataset(tmp_path / "hopper.hdf5")
+    cfg = tiny(data, tmp_path / "unused", obs="positions", reward="delayed")
+    assert train.default_out(cfg.__dict__).endswith("hopper-positions-delayed-s0")
+    run_dir = train.train(tiny(data, tmp_path / "run", obs="positions", reward="delayed"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["obs"] == "positions" and config["model"]["state_dim"] == 5
+    report = evaluate.evaluate_run(evaluate.EvalConfig(str(run_dir), episodes=2,
+                                                       max_episode_steps=8, device="cpu"))
+    (result,) = report["results"]
+    assert np.isfinite(result["score_mean"]) and result["episodes"] == 2
+    with pytest.raises(train.TrainError, match="unknown obs 'pixels'"):
+        train.train(tiny(data, tmp_path / "bad", obs="pixels"))
