@@ -53,7 +53,7 @@ REF_RETURNS = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 1213
 ENV_DIMS = {"hopper": (11, 3), "halfcheetah": (17, 6), "walker2d": (17, 6)}
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")  # plus optional "timeouts"
 MINARI_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
-MAKE_DATASET = "python collect.py dataset --env ENV --level LEVEL"
+MAKE_DATASET = "python policies/collect.py dataset --env ENV --level LEVEL"
 # What a transition of these envs can hold: actions in [-1, 1] (all three action spaces), with a
 # tolerance for rounding; a step's reward is at most ~20 in size (halfcheetah's fastest runs),
 # so a larger one is a damaged or foreign file.

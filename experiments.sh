@@ -15,7 +15,7 @@
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
-#   python report.py results/report-runs/* --out REPORT.md     then write the report
+#   python benchmarks/report.py results/report-runs/* --out REPORT.md   then write the report
 #
 # One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed; a
 # folder left without a checkpoint is cleared first), evaluates its last checkpoint on 100
@@ -27,7 +27,7 @@
 # On a cluster, each line is one array task (SLURM):
 #   bash experiments.sh jobs > jobs.txt
 #   sbatch --array=1-$(wc -l < jobs.txt) --cpus-per-task=1 --wrap 'sed -n "${SLURM_ARRAY_TASK_ID}p" jobs.txt | bash'
-# Datasets are generated on first use; generate them first (collect.py dataset) so that two
+# Datasets are generated on first use; generate them first (policies/collect.py dataset) so that two
 # tasks never write the same file.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -10,12 +10,13 @@ Both models at dt.DecisionConfig's defaults (matched parameter counts), HalfChee
   scan     the selective scan: reference loop, PyTorch scan, C (CPU) or Triton (CUDA) per shape
            and dtype: time, speed-ups, bandwidth of the unavoidable traffic vs the GPU's peak.
 Writes profile-<device>.json, .md, -latency.png, -memory.png into --out: results/, or
-runs/profile-quick/ for --quick (never committed files). report.py embeds the .md and plots.
+runs/profile-quick/ for --quick (never committed files). benchmarks/report.py embeds the .md
+and plots.
 
-Where the pieces live: timing.py holds the project's one timing harness (`time_cases`, also
-used by benchmarks/), the memory probes and the cases timed (a model's action, a training step,
-the scan); render.py draws the markdown and the plots; this file runs the sweeps, judges the
-performance targets and writes the files.
+Where the pieces live: benchmarks/timing.py holds the project's one timing harness
+(`time_cases`, also used by the benchmarks), the memory probes and the cases timed (a model's
+action, a training step, the scan); benchmarks/render.py draws the markdown and the plots; this
+file runs the sweeps, judges the performance targets and writes the files.
 
 Run: python profile.py [--quick] [--out DIR] [--device auto]   (--help lists every option)
 
@@ -61,11 +62,11 @@ else:  # the profiler's own dependencies, never loaded while standing in for the
 
     import ssm
     from dt import MODELS, count_parameters
-    from render import LATENCY_MODES, profile_markdown, profile_plots
-    from timing import (proc_status_mb, latency_call, make_model, memory_cap, oom_guard,
-                        out_of_memory_note, peak_rss_mb, ratio, reset_peak_rss,
-                        scan_backends, scan_bytes, scan_call, scan_fn, scan_inputs, time_cases,
-                        train_step_call, versions)
+    from benchmarks.render import LATENCY_MODES, profile_markdown, profile_plots
+    from benchmarks.timing import (proc_status_mb, latency_call, make_model, memory_cap,
+                                   oom_guard, out_of_memory_note, peak_rss_mb, ratio,
+                                   reset_peak_rss, scan_backends, scan_bytes, scan_call, scan_fn,
+                                   scan_inputs, time_cases, train_step_call, versions)
 
 SWEEPS = ("latency", "train", "compare", "scan")
 PEAK_TBPS = {"h200": 4.8, "h100": 3.35, "a100": 2.0}  # HBM peak by GPU name (SXM parts)

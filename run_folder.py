@@ -1,5 +1,5 @@
 """The run folder's safety around train.py's loop: one trainer per folder, a disk problem as one
-sentence (Ctrl-C and SIGTERM are cli.stop_requests, shared with td3.py).
+sentence (Ctrl-C and SIGTERM are cli.stop_requests, shared with policies/td3.py).
 
   open_run_folder  the checkpoint a --resume continues, or a refusal to overwrite another run
   RunLock          runs/NAME/lock holds the trainer's pid and the process's start time; a second

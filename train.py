@@ -249,7 +249,7 @@ def dataset_file(env: str, level: str) -> Path:
     path = dataset_path(env, level)
     if path.exists():
         return path
-    from collect import resolve_dataset  # noqa: PLC0415 (imports td3: only when it is needed)
+    from policies.collect import resolve_dataset  # imports td3: only when a dataset is missing
     return resolve_dataset(env, level)
 
 

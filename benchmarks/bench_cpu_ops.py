@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from harness import write_results  # first: puts the repository root on sys.path
 from cli import option, parse_config
-import timing
+from benchmarks import timing
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from data import ENVS
 from dt import MODELS, DecisionConfig, DecisionModel
 from evaluate import TARGET_RETURNS, evaluate, load_run
 from train import TrainConfig
-import timing
+from benchmarks import timing
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 from harness import write_results  # first: puts the repository root on sys.path
 from cli import option, parse_config
 from data import Trajectory, TrajectoryDataset
-import timing
+from benchmarks import timing
 
 
 @dataclass(frozen=True)

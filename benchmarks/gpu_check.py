@@ -72,7 +72,7 @@ def stages(cfg, out, stamp):
                                   "tests/test_kernel_compile.py"],
                         "suite": [py, "-m", "pytest", "-q", "--ignore=tests/test_scan_kernel.py",
                                   "--ignore=tests/test_kernel_compile.py"],
-                        "data": [py, "collect.py", "dataset", "--env", "hopper", "--level",
+                        "data": [py, "policies/collect.py", "dataset", "--env", "hopper", "--level",
                                  "medium", "--workers", "8", "--out", data]}),
         ("scan", 150, {"scan": [py, "benchmarks/bench_scan_gpu.py", "--out", f"{out}/scan"]}),
         ("profile", 150, {"profile": [py, "profile.py", "--device", "cuda", "--sweeps",

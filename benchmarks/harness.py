@@ -1,6 +1,6 @@
 """What the scripts in this folder share: the repository root on sys.path, and write_results.
 
-The timing harness itself is timing.py at the repository root (`time_cases`, `ratio`, the cases
+The timing harness itself is timing.py in this folder (`time_cases`, `ratio`, the cases
 profile.py times). The root is appended to sys.path, not prepended: profile.py there shares its
 name with the standard library's `profile` (see profile.py's docstring).
 """

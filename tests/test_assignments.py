@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import assignments
+from course import assignments
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
@@ -52,12 +52,12 @@ def test_every_exercise_has_marked_regions_and_a_test_file():
 
 
 def test_list_and_help_exit_0():
-    done = run(["assignments.py", "list"])
+    done = run(["course/assignments.py", "list"])
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and len(lines) == len(assignments.EXERCISES)
     for ex, line in zip(assignments.EXERCISES, lines):
         assert line.startswith(f"{ex.number}  {ex.title}") and ex.test in line
-    helped = run(["assignments.py", "--help"])
+    helped = run(["course/assignments.py", "--help"])
     assert helped.returncode == 0 and "submit" in helped.stdout and "check" in helped.stdout
 
 
@@ -72,8 +72,8 @@ def test_the_student_copy_has_only_tracked_files_blank_regions_and_still_imports
         for number, codes in assignments.region_code((student_copy / rel).read_text()).items():
             assert all(code.strip().startswith(f'raise NotImplementedError("exercise {number}:')
                        and code.count("\n") == 1 for code in codes), (rel, number)
-    done = run(["-c", "import dt, ssm, data, train, evaluate, collect, td3; print('ok')"],
-               cwd=student_copy)
+    done = run(["-c", "import dt, ssm, data, train, evaluate; from policies import collect, td3; "
+                "print('ok')"], cwd=student_copy)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
@@ -119,13 +119,13 @@ def test_python_m_pytest_in_the_student_copy_fails_exactly_the_unsolved_exercise
 def test_submit_packs_only_the_regions_and_check_all_json_gives_the_reference_full_marks(
         tmp_path):
     zipped, results = tmp_path / "submission.zip", tmp_path / "results.json"
-    done = run(["assignments.py", "submit", str(ROOT), "--out", str(zipped)])
+    done = run(["course/assignments.py", "submit", str(ROOT), "--out", str(zipped)])
     assert done.returncode == 0, done.stderr
     with zipfile.ZipFile(zipped) as z:
         assert sorted(z.namelist()) == ["manifest.json", "regions.json"]
         assert json.loads(z.read("manifest.json"))["course_version"]
         assert set(json.loads(z.read("regions.json"))) == set(assignments.EXERCISE_FILES)
-    done = run(["assignments.py", "check", "all", "--submission", str(zipped),
+    done = run(["course/assignments.py", "check", "all", "--submission", str(zipped),
                 "--json", str(results)])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     payload = json.loads(results.read_text())
@@ -220,10 +220,12 @@ def test_a_hanging_submission_times_out_with_0_for_those_tests():
 
 
 def test_bad_use_is_one_sentence(tmp_path):
-    error = run(["assignments.py", "check", "99"]).stderr
+    error = run(["course/assignments.py", "check", "99"]).stderr
     assert error.startswith("error: there is no exercise 99")
-    assert run(["assignments.py", "frobnicate"]).stderr.startswith("usage: python assignments.py")
-    error = run(["assignments.py", "check", "3", "--submission", str(tmp_path / "none")]).stderr
+    usage = run(["course/assignments.py", "frobnicate"]).stderr
+    assert usage.startswith("usage: python course/assignments.py")
+    error = run(["course/assignments.py", "check", "3", "--submission",
+                 str(tmp_path / "none")]).stderr
     assert error.startswith("error: ") and error.strip().endswith(".")
     with pytest.raises(assignments.AssignmentError, match="begins but never ends"):
         assignments.regions("x = 1\n    # exercise 2: begin\ny = 2\n")

@@ -185,7 +185,8 @@ def test_a_crafted_minari_episode_or_a_text_column_is_one_sentence(tmp_path, cap
 def test_the_real_command_lines_exit_non_zero_without_a_traceback(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for argv in (["train.py", "--lr", "nan"], ["evaluate.py", str(tmp_path), "--seed", "-1"],
-                 ["collect.py", "dataset", "--env", "ant"], ["data.py", str(tmp_path / "x")]):
+                 ["policies/collect.py", "dataset", "--env", "ant"],
+                 ["data.py", str(tmp_path / "x")]):
         done = subprocess.run([sys.executable, str(ROOT / argv[0]), *argv[1:]], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1, (argv, done.stderr)

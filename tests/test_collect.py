@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import cli
-import collect
+from policies import collect
 import data
-import td3
+from policies import td3
 
 TINY = 300  # transitions in a tiny dataset
 # issue #11's floors for the datasets' policies (mean return over >= 10 episodes, no noise)
@@ -275,7 +275,7 @@ def test_resolve_dataset_generates_a_missing_file_and_says_so(tmp_path, monkeypa
     assert path == tmp_path / "walker2d-medium-replay.hdf5" and path.exists()
     assert calls == [("walker2d", "medium-replay", path)]
     printed = capsys.readouterr().out
-    assert "not found: generating it" in printed and "collect.py dataset" in printed
+    assert "not found: generating it" in printed and "policies/collect.py dataset" in printed
 
 
 def test_the_dataset_noise_is_the_largest_within_10_percent_up_to_the_exploration_std():

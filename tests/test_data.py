@@ -290,7 +290,7 @@ def test_inspect_cli_prints_the_summary_as_json(tmp_path, capsys):
 def test_missing_file_names_the_command_that_makes_a_dataset(tmp_path):
     with pytest.raises(DataError) as e:
         data.load_trajectories(tmp_path / "nope.hdf5")
-    assert_one_sentence(str(e.value), "nope.hdf5 not found", "python collect.py dataset")
+    assert_one_sentence(str(e.value), "nope.hdf5 not found", "python policies/collect.py dataset")
 
 
 def test_file_without_needed_keys_names_the_keys_found_and_missing(tmp_path):

@@ -23,12 +23,12 @@ import pytest
 import torch
 
 import cli
-import collect
+from policies import collect
 import data
 import dt
-import report
+from benchmarks import report
 import scan_cpu
-import td3
+from policies import td3
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_TD3 = ["--env", "hopper", "--random-steps", "200", "--batch-size", "32", "--hidden", "16",
@@ -260,8 +260,8 @@ def test_profile_refuses_to_replace_a_tracked_result_before_measuring(tmp_path):
 
 def test_a_dataset_past_a_real_file_size_limit_is_one_sentence_and_the_old_file_stays(tmp_path):
     out = tmp_path / "d.hdf5"
-    argv = ["collect.py", "dataset", "--env", "hopper", "--level", "random", "--workers", "1",
-            "--out", str(out), "--transitions"]
+    argv = ["policies/collect.py", "dataset", "--env", "hopper", "--level", "random",
+            "--workers", "1", "--out", str(out), "--transitions"]
     collect.main(argv[1:] + ["100"])
     before = out.read_bytes()
     done = run_limited(argv + ["5000"], len(before) + 4096)
@@ -276,7 +276,7 @@ def test_a_td3_checkpoint_past_a_real_file_size_limit_is_one_sentence_and_the_ol
     shutil.copytree(td3_run, tmp_path / "runs")
     ckpt = tmp_path / "runs" / "td3-hopper" / "ckpt.pt"
     before, files = ckpt.read_bytes(), sorted(p.name for p in ckpt.parent.iterdir())
-    done = run_limited(["collect.py", "train", *TINY_TD3, "--steps", "600", "--resume",
+    done = run_limited(["policies/collect.py", "train", *TINY_TD3, "--steps", "600", "--resume",
                         "--log-dir", str(tmp_path / "runs")], len(before) + 2048)
     assert done.returncode == 1 and last_line(done).startswith(f"error: cannot write {ckpt}")
     assert "Traceback" not in done.stderr

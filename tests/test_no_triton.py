@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import sys
 sys.modules["triton"] = None
-import torch, collect, data, dt, evaluate, report, ssm, td3, train
+import torch, data, dt, evaluate, ssm, train
+from benchmarks import report
+from policies import collect, td3
 model = dt.DecisionModel(dt.DecisionConfig(state_dim=11, act_dim=3, backbone="mamba"))
 B, K = 2, 5
 pred, loss = model(torch.randn(B, K, 11), torch.randn(B, K, 3), torch.randn(B, K, 1),

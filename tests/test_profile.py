@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import render
 import ssm
-import timing
+from benchmarks import render, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 # The file cannot be imported as `profile` (the standard library's name): load it as benchmarks do.

@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import render
-import stats
+from benchmarks import render, stats
 
 CELLS = [("hopper", "dt"), ("hopper", "mamba")]
 

@@ -10,8 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import report  # noqa: E402  (after the path is set)
-import stats  # noqa: E402
+from benchmarks import report, stats  # noqa: E402  (after the path is set)
 
 
 def fake_run(folder, model, seed, score_returns, targets=(3600.0,), evaluated=True,
@@ -157,7 +156,7 @@ def test_report_tables_hold_seed_statistics_intervals_verdicts_and_figures(runs)
     assert ("--target 900 3600 --out " + str(runs / "runs" / "mamba-s0" / "targets.json")) in text
     assert "python evaluate.py " + str(runs / "runs" / "dt-lowlr-s0") not in text  # train.py's
     # every folder of runs/: the command says runs/*; a pilot of two of them names both
-    assert (f"python report.py {runs / 'runs'}/* --pilot {runs / 'runs' / 'dt-s0'} "
+    assert (f"python benchmarks/report.py {runs / 'runs'}/* --pilot {runs / 'runs' / 'dt-s0'} "
             f"{runs / 'runs' / 'dt-s1'} --out") in text
     assert "DT: 1 pre-LayerNorm GPT blocks" in text and "DT parameters without" in text
 
@@ -179,8 +178,8 @@ def test_report_includes_a_profile_result(runs, tmp_path):
 
 
 def test_report_on_a_folder_without_runs_says_what_to_do_in_one_sentence(tmp_path):
-    result = subprocess.run([sys.executable, "report.py", str(tmp_path), str(tmp_path / "nope"),
-                             "--out", str(tmp_path / "R.md")],
+    result = subprocess.run([sys.executable, "benchmarks/report.py", str(tmp_path),
+                             str(tmp_path / "nope"), "--out", str(tmp_path / "R.md")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -200,7 +199,8 @@ def test_crafted_run_files_are_skipped_or_read_around_not_a_traceback(runs, tmp_
         (runs / "runs" / name / "config.json").write_text(json.dumps(config))
     (runs / "runs" / "dt-s1" / "eval.json").write_text(json.dumps({"results": "oops"}))
     out = tmp_path / "R.md"
-    result = subprocess.run([sys.executable, "report.py", *map(str, (runs / "runs").iterdir()),
+    result = subprocess.run([sys.executable, "benchmarks/report.py",
+                             *map(str, (runs / "runs").iterdir()),
                              "--out", str(out), "--figures", str(tmp_path / "fig")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

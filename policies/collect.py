@@ -41,11 +41,14 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from cli import WriteError, one_sentence_write_errors, option, parse_config, refuse_to_replace
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root
+
+from cli import (WriteError, one_sentence_write_errors, option, parse_config,  # noqa: E402
+                 refuse_to_replace)
 from data import (ENVS, LEVELS, DataError, dataset_path, env_key, normalized_score,
                   write_d4rl_hdf5)
-from td3 import (POLICY_DIR, MlpPolicy, TrainConfig, export_policies, make_env, run_episode,
-                 train, versions)
+from policies.td3 import (POLICY_DIR, MlpPolicy, TrainConfig, export_policies, make_env,
+                          run_episode, train, versions)
 
 
 @dataclass(frozen=True)
@@ -70,20 +73,21 @@ def read_npz(path, env):
     path = Path(path)
     if not path.exists():
         raise DataError(f"no policy file {path}: train one with "
-                        f"`python collect.py train --env {env}`.")
+                        f"`python policies/collect.py train --env {env}`.")
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
     except Exception as e:  # a truncated zip, a foreign .npz, bad JSON
         raise DataError(f"{path} is not a policy file collect.py wrote ({type(e).__name__}): "
-                        f"retrain it with `python collect.py train --env {env}`.") from None
+                        "retrain it with "
+                        f"`python policies/collect.py train --env {env}`.") from None
     if meta.get("env_id") != ENVS[env]:
         raise DataError(f"{path} holds a policy for {meta.get('env_id')}, not {ENVS[env]}: "
                         f"point --policy-dir at {env}'s policies.")
     if "w0" not in arrays:
         raise DataError(f"{path} is not a TD3 actor (an older linear policy?): retrain it with "
-                        f"`python collect.py train --env {env}`.")
+                        f"`python policies/collect.py train --env {env}`.")
     return arrays, meta
 
 
@@ -238,7 +242,7 @@ def resolve_dataset(env, level, data_dir="data"):
     if path.exists():
         return path
     print(f"{path} not found: generating it from policies/ (a few minutes, once; the same as "
-          f"`python collect.py dataset --env {env_key(env)} --level {level}`)", flush=True)
+          f"`python policies/collect.py dataset --env {env_key(env)} --level {level}`)", flush=True)
     return Path(make_dataset(env_key(env), level, out=path))
 
 
@@ -252,13 +256,13 @@ COMMANDS = {"train": (TrainConfig, "train a TD3 behaviour policy (resumable)"),
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if not argv or argv[0] not in COMMANDS:
-        lines = [f"  python collect.py {name} --help   {doc}"
+        lines = [f"  python policies/collect.py {name} --help   {doc}"
                  for name, (_, doc) in COMMANDS.items()]
         print(__doc__.split("\n\n")[0] + "\n\ncommands:\n" + "\n".join(lines))
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     command, (config_cls, doc) = argv[0], COMMANDS[argv[0]]
     try:
-        cfg = parse_config(config_cls, argv[1:], f"python collect.py {command}: {doc}")
+        cfg = parse_config(config_cls, argv[1:], f"python policies/collect.py {command}: {doc}")
         cfg = dataclasses.replace(cfg, env=env_key(cfg.env))
         if command == "train" and (cfg.to or cfg.force):
             raise DataError("--to and --force belong to collect.py export: train writes its "

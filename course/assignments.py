@@ -17,10 +17,10 @@ course/grading.py watching: a time limit per test, the exercise's shortcuts refu
 student's function runs, checking helpers that must stay untouched. Each exercise is worth
 POINTS points, shared equally by its tests.
 
-    python assignments.py list                          the exercises: number, title, files, tests
-    python assignments.py student DIR                   write the student copy to DIR
-    python assignments.py submit DIR --out FILE.zip     pack a student folder's regions to hand in
-    python assignments.py check N|all [--submission DIR|ZIP] [--json FILE] [--timeout S]
+    python course/assignments.py list                 the exercises: number, title, files, tests
+    python course/assignments.py student DIR          write the student copy to DIR
+    python course/assignments.py submit DIR --out Z   pack a student folder's regions (a zip)
+    python course/assignments.py check N|all [--submission DIR|ZIP] [--json FILE] [--timeout S]
 
 Without --submission, `check` grades this tree's own regions (the reference solution here; in a
 student copy it runs the public tests of the copy in place). --json writes the scores in the
@@ -43,7 +43,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]   # the repository root (this file is in course/)
 MARKER = re.compile(r"^(\s*)(#|//) (exercise|hidden) (\d+): (begin|student|end)\s*$")
 POINTS = 10                 # every exercise is worth the same, whatever its number of tests
 TEST_TIMEOUT_S = 60         # per test; the slowest reference test takes a few seconds
@@ -218,8 +218,8 @@ def course_version(root=ROOT):
 
 def instructor_only(rel):
     """Files the student copy leaves out: the graded tests and the course's machinery."""
-    return (rel.startswith("course/") or rel.startswith(".ci/") or
-            (rel.startswith("tests/") and rel != "tests/conftest.py"))
+    return ((rel.startswith("course/") and rel != "course/assignments.py") or
+            rel.startswith(".ci/") or (rel.startswith("tests/") and rel != "tests/conftest.py"))
 
 
 def make_student_copy(out, root=ROOT):
@@ -261,8 +261,8 @@ def read_submission(path):
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
             if not {"manifest.json", "regions.json"} <= names:
-                raise AssignmentError(f"{path} holds no manifest.json and regions.json; make "
-                                      "it with `python assignments.py submit DIR --out FILE`.")
+                raise AssignmentError(f"{path} holds no manifest.json and regions.json; make it "
+                                      "with `python course/assignments.py submit DIR --out FILE`.")
             manifest = json.loads(z.read("manifest.json"))
             answers = {f: {int(n): list(codes) for n, codes in by_number.items()}
                        for f, by_number in json.loads(z.read("regions.json")).items()}
@@ -434,7 +434,8 @@ def write_results(path, tests, manifest):
 # ----------------------------------------------------------------------------- command line
 
 def parser():
-    p = argparse.ArgumentParser(prog="python assignments.py", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python course/assignments.py",
+                                description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="one line per exercise: number, title, files, tests, minutes")
     student = sub.add_parser("student", help="write the student copy of this tree")

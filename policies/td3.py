@@ -1,7 +1,7 @@
 """TD3, the off-policy actor-critic that learns the behaviour policies the datasets are made from.
 
-`python collect.py train --env E` (collect.py is the command line) trains one policy for one env
-from scratch, one update per env step. The run folder runs/td3-{env}/ holds a resumable
+`python policies/collect.py train --env E` (collect.py is the command line) trains one policy for
+one env from scratch, one update per env step. The run folder runs/td3-{env}/ holds a resumable
 checkpoint (networks, optimisers, replay buffer, RNG states, step), an actor snapshot every
 `snapshot_every` env steps with a 10-episode evaluation of each, and log.jsonl (the checkpoint is
 plain data, read with weights_only=True: a file handed over never runs code). At the end three
@@ -53,7 +53,7 @@ from cli import (atomic_write, flag_name, one_sentence_write_errors, option,
                  refuse_to_replace, stop_requests, trim_jsonl)
 from data import ENVS, MAX_EPISODE_STEPS, DataError, env_key, normalized_score
 
-POLICY_DIR = Path(__file__).resolve().parent / "policies"
+POLICY_DIR = Path(__file__).resolve().parent   # policies/, where this file lives
 # D4RL's medium level, the mean return of its v2 medium datasets: a snapshot is medium once its
 # 10-episode evaluation reaches this (40-60% of D4RL's expert datasets).
 MEDIUM_LEVEL = {"hopper": 1422.0, "halfcheetah": 4770.0, "walker2d": 2852.0}
@@ -416,7 +416,7 @@ def _train(cfg, asked=()):
     else:
         why = "on request" if asked else f"after {cfg.max_minutes} minutes"
         print(f"stopped at step {s['step']:,} {why}; continue with "
-              f"`python collect.py train --resume {run_flags(cfg)}`.")
+              f"`python policies/collect.py train --resume {run_flags(cfg)}`.")
     return run_dir
 
 
@@ -451,7 +451,7 @@ def export_policies(cfg):
     run_dir = Path(cfg.log_dir) / f"td3-{cfg.env}"
     ckpt_path = run_dir / "ckpt.pt"
     if not ckpt_path.exists():
-        raise DataError(f"no training run in {run_dir}: run `python collect.py train "
+        raise DataError(f"no training run in {run_dir}: run `python policies/collect.py train "
                         f"--env {cfg.env}` first.")
     out = Path(cfg.to) if cfg.to else run_dir
     for level in ("expert", "medium", "replay"):  # a WriteError before any work

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cli import atomic_write
-from stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule, over_seeds,
-                   performance_profile, read_pilot_v2, task_matrices)
+from benchmarks.stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule, over_seeds,
+                              performance_profile, read_pilot_v2, task_matrices)
 
 COLORS = {"dt": "C0", "mamba": "C1"}
 # The latency sweep's cases, (model, how it acts) -> label: the DT and the Mamba re-encoding a
