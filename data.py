@@ -50,6 +50,12 @@ MAX_EPISODE_STEPS = 1000  # the envs' time limit: no episode is longer
 REF_RETURNS = {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0),
                "walker2d": (1.629008, 4592.3)}
 # (observation size, action size) of the Gymnasium v5 envs, so checks need no MuJoCo
+# The evaluation protocol, read by train.py and evaluate.py: the DT paper's target return per env,
+# and the seeds. Episode i of an evaluation resets its env with seed SEED + i. Two ranges that
+# never meet: validation seeds (train.py's periodic evaluations, pilots: whatever chooses a
+# setting) start at VALIDATION_SEED and stay below TEST_SEED; reported scores use test seeds.
+TARGET_RETURNS = {"hopper": 3600.0, "halfcheetah": 12000.0, "walker2d": 5000.0}
+VALIDATION_SEED, TEST_SEED = 10_000, 500_000
 ENV_DIMS = {"hopper": (11, 3), "halfcheetah": (17, 6), "walker2d": (17, 6)}
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals")  # plus optional "timeouts"
 MINARI_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")

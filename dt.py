@@ -341,6 +341,19 @@ class DecisionModel(nn.Module):
         return layers, self.embed_action(actions) + self._time(timesteps)  # token (B, C)
 
 
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a ModelError. train.py
+    and evaluate.py both place the model with it."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}: choose auto, cpu or cuda.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is visible; use --device "
+                         "cpu.")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 if __name__ == "__main__":
     # Smoke check: parameter counts of the default models and one forward pass each.
     for env, (obs, act) in {"hopper": (11, 3), "halfcheetah/walker2d": (17, 6)}.items():

@@ -41,17 +41,13 @@ from tqdm import tqdm
 
 from cli import WriteError, option, one_sentence_write_errors, parse_config, \
     refuse_to_replace, write_json
-from data import ENVS, POSITIONS, DataError, env_key, normalized_score
-from dt import DecisionConfig, DecisionModel, ModelError
+from data import ENVS, POSITIONS, TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, DataError, \
+    env_key, normalized_score
+from dt import DecisionConfig, DecisionModel, ModelError, resolve_device
 
 MODES = ("window", "recurrent")
 VARIANT_DEFAULTS = {"obs": "full", "reward": "dense"}  # a run's variant (train.py --obs, --reward)
-TARGET_RETURNS = {"hopper": 3600.0, "halfcheetah": 12000.0, "walker2d": 5000.0}
-# Episode i of an evaluation resets its env with seed SEED + i. Two ranges that never meet:
-# validation seeds (train.py's periodic evaluations, pilots: whatever chooses a setting) start at
-# VALIDATION_SEED and stay below TEST_SEED; reported scores use test seeds, from TEST_SEED on.
-VALIDATION_SEED, TEST_SEED = 10_000, 500_000
-EVAL_SEED = VALIDATION_SEED  # the name older callers import
+EVAL_SEED = VALIDATION_SEED  # the name older callers import (the seeds live in data.py)
 
 
 @dataclass
@@ -86,17 +82,6 @@ class EvalError(ValueError):
 
 
 # ----------------------------------------------------------------------------- small pieces
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is an EvalError."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise EvalError(f"unknown device {device!r}: choose auto, cpu or cuda.")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EvalError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
 
 def resolve_mode(mode: str, backbone: str, trained_full: bool) -> str:
     """auto -> recurrent for a Mamba trained on whole episodes, window otherwise."""
@@ -464,7 +449,7 @@ def main(argv=None) -> None:
         evaluate_run(parse_config(EvalConfig, argv, "Evaluate a train.py run folder in its env "
                                                     "(all episodes as one batch); writes "
                                                     "eval.json."))
-    except (EvalError, DataError) as e:
+    except (EvalError, DataError, ModelError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("stopped before the results were written; nothing was written.")

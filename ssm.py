@@ -255,6 +255,12 @@ class MambaBackbone(nn.Module):
             x = layer(x, rows if i == len(self.layers) - 1 else None)
         return x
 
+    def scan_backend(self, device):
+        """The name of the backend the blocks chose for `device` when they were built."""
+        mixer = self.layers[0].mixer
+        return (mixer.backend_cuda if torch.device(device).type == "cuda"
+                else mixer.backend_cpu).name
+
     def init_cache(self, batch, device):
         """One (conv, ssm) cache per layer."""
         return [layer.mixer.init_cache(batch, device) for layer in self.layers]

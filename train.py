@@ -13,7 +13,8 @@ backbone it drives. A run lives in one folder:
 
 `python train.py --model mamba` is a small CPU-friendly run; `--preset paper` uses the Decision
 Transformer paper's settings. `--resume` continues a run exactly where it stopped; Ctrl-C saves a
-checkpoint first.
+checkpoint first. What keeps the folder safe (refusals before a run starts, the lock, the files
+and their writes) is run_folder.py's; the evaluation protocol's targets and seeds are data.py's.
 
 References (ideas, not code):
   Chen et al. 2021, "Decision Transformer" (training settings of --preset paper).
@@ -39,17 +40,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cli import flag_name, given_flags, option, stop_requests, trim_jsonl, write_json
-from data import ENVS, LEVELS, MAX_EPISODE_STEPS, DataError, TrajectoryDataset, check_fits_env, \
-    OBS_VARIANTS, REWARD_VARIANTS, apply_variant, data_fingerprint, dataset_path, \
-    load_trajectories, normalized_score
-from dt import MODELS, DecisionConfig, DecisionModel, ModelError, count_parameters
-from evaluate import TARGET_RETURNS, TEST_SEED, VALIDATION_SEED, EvalError, evaluate, \
-    resolve_device, resolve_mode, summary_line
-from run_folder import RunLock, Stopped, TrainError, check_sizes, is_out_of_memory, \
-    keep_checkpoint, log, memory_error, nan_error, open_run_folder, read_checkpoint, \
-    save_checkpoint, writing_to
-from ssm import default_scan_backend
+from cli import given_flags, option, stop_requests
+from data import ENVS, LEVELS, MAX_EPISODE_STEPS, OBS_VARIANTS, REWARD_VARIANTS, TARGET_RETURNS, \
+    TEST_SEED, VALIDATION_SEED, DataError, TrajectoryDataset, apply_variant, check_fits_env, \
+    data_fingerprint, dataset_path, load_trajectories
+from dt import MODELS, DecisionConfig, DecisionModel, ModelError, resolve_device
+from evaluate import EvalError, evaluate, resolve_mode, summary_line
+from run_folder import OLD_RUN_DEFAULTS, RunLock, Stopped, TrainError, check_numbers, \
+    check_run_folder, is_out_of_memory, keep_checkpoint, log, memory_error, nan_error, \
+    read_checkpoint, restore_checkpoint, save_checkpoint, start_files, write_eval, writing_to
 
 
 @dataclass
@@ -111,13 +110,6 @@ PRESETS = {"paper": dict(steps=100_000, batch_size=64, lr=1e-4, weight_decay=1e-
            # REPORT.md's runs: the default models for the pilot's budget, curves from 20-episode
            # evals; experiments.sh then scores the last checkpoint at the DT paper's targets.
            "report": dict(steps=REPORT_STEPS, eval_every=1000, eval_episodes=20, save_every=1000)}
-# Settings a resumed run may change; any other difference would not continue the same run.
-RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every", "eval_every",
-             "eval_episodes", "target", "eval_mode", "eval_seed", "max_episode_steps", "preset",
-             "keep_last", "keep_every"}
-# settings that runs saved before they existed had
-OLD_RUN_DEFAULTS = {"activation": "gelu", "lr_schedule": "constant", "ema": 0.0, "keep_last": 1,
-                    "keep_every": 1000, "obs": "full", "reward": "dense"}
 
 
 # ----------------------------------------------------------------------------- checks
@@ -136,30 +128,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.context != "full" and not (cfg.context.isdigit() and int(cfg.context) >= 1):
         raise TrainError(f"--context must be a positive number of steps or 'full', "
                          f"got {cfg.context!r}.")
-    lowest = {"steps": 1, "batch_size": 1, "log_every": 1, "save_every": 1, "eval_episodes": 1,
-              "d_model": 1, "n_layer": 1, "mamba_n_layer": 1, "n_head": 1, "warmup_steps": 0,
-              "keep_last": 1, "keep_every": 1, "eval_every": 0, "seed": 0, "eval_seed": 0,
-              "max_episode_steps": 1}
-    for name, low in lowest.items():
-        if (value := getattr(cfg, name)) is not None and value < low:  # None: the default
-            raise TrainError(f"{flag_name(name)} must be at least {low}, got {value}.")
-    check_sizes(cfg)
-    if cfg.seed >= 2**32 or cfg.eval_seed >= 2**32:
-        raise TrainError("--seed and --eval-seed must be below 2**32.")
-    for name in ("lr", "grad_clip", "return_scale"):
-        if not (math.isfinite(value := getattr(cfg, name)) and value > 0):
-            raise TrainError(f"{flag_name(name)} must be a positive number, got {value}.")
-    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
-        raise TrainError(f"--weight-decay must be 0 or more, got {cfg.weight_decay}.")
-    if not 0 <= cfg.ema < 1:
-        raise TrainError(f"--ema must be in [0, 1) (0: off; 0.999 is usual), got {cfg.ema}.")
-    if cfg.eval_seed + cfg.eval_episodes > TEST_SEED:
-        raise TrainError(f"training evaluates on validation seeds: --eval-seed plus "
-                         f"--eval-episodes must stay at or below {TEST_SEED}, the first test seed.")
-    if not 0 <= cfg.dropout < 1:
-        raise TrainError(f"--dropout must be in [0, 1), got {cfg.dropout}.")
-    if cfg.target is not None and not math.isfinite(cfg.target):
-        raise TrainError(f"--target must be a finite return, got {cfg.target}.")
+    check_numbers(cfg)
     if cfg.model == "dt" and cfg.d_model % cfg.n_head:
         raise TrainError(f"--d-model {cfg.d_model} must be divisible by --n-head {cfg.n_head}; "
                          "pick a head count that divides it.")
@@ -176,28 +145,7 @@ def default_out(cfg_values: dict) -> str:
             f"-s{cfg_values['seed']}")
 
 
-def check_run_folder(cfg: TrainConfig, run_dir: Path) -> dict | None:
-    """The checkpoint to resume from (None for a new run); TrainError when the folder would
-    not continue the same run, or holds something a new run would overwrite."""
-    ckpt = open_run_folder(run_dir, cfg.resume)
-    if ckpt is None:
-        return None
-    if cfg.steps < ckpt["step"]:
-        raise TrainError(f"{run_dir} is already at step {ckpt['step']}, past --steps "
-                         f"{cfg.steps}; pass --steps {ckpt['step']} or more to continue it.")
-    if cfg.lr_schedule == "cosine" and cfg.steps != ckpt["config"]["steps"]:
-        raise TrainError(f"{run_dir}'s cosine schedule ends at step {ckpt['config']['steps']}; "
-                         "resume with that --steps, or start a new run for another budget.")
-    for name, value in asdict(cfg).items():
-        stored = ckpt["config"].get(name, OLD_RUN_DEFAULTS.get(name))
-        if name not in RESUMABLE and stored != value:
-            flag = flag_name(name)
-            raise TrainError(f"{run_dir} was trained with {flag} {stored}, not {value}; "
-                             f"resume with the same {flag} or start a new run with another --out.")
-    return ckpt
-
-
-# ----------------------------------------------------------------------------- build, restore, save
+# ----------------------------------------------------------------------------- build
 
 @dataclass
 class Run:
@@ -294,50 +242,8 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     if cfg.ema:
         run.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if ckpt is not None:
-        restore(run, ckpt)
+        restore_checkpoint(run, ckpt)
     return run
-
-
-def restore(run: Run, ckpt: dict) -> None:
-    """The run in ckpt, exactly: weights, EMA, optimiser, scheduler, step, RNG states."""
-    try:
-        run.model.load_state_dict(ckpt["model"])
-        if run.cfg.ema:
-            run.ema = {k: v.to(run.device) for k, v in ckpt["ema"].items()}
-        run.optimizer.load_state_dict(ckpt["optimizer"])
-        run.scheduler.load_state_dict(ckpt["scheduler"])
-        run.step = run.saved_step = ckpt["step"]
-        run.elapsed = ckpt["time"]
-        run.np_rng.bit_generator.state = ckpt["rng"]["numpy"]
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
-        if run.device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
-        random.setstate(ckpt["rng"]["python"])
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise TrainError(f"{run.run_dir / 'ckpt.pt'} does not fit this model and data (edited, "
-                         f"or of another run: {type(e).__name__}); move it away and start "
-                         "again, or pass another --out.") from None
-
-
-def start_files(run: Run) -> dict:
-    """metrics.jsonl cut back to the checkpoint's step, then config.json: settings, model,
-    device, scan, data. Returns the data summary."""
-    summary = run.dataset.summary()
-    summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
-    with writing_to(run.run_dir):
-        trim_jsonl(run.run_dir / "metrics.jsonl", run.step)  # a resumed run logs those again
-        write_json(run.run_dir / "config.json", {
-            "train": asdict(run.cfg), "model": asdict(run.model.config), "eval_mode": run.eval_mode,
-            "target_return": run.target, "device": str(run.device),
-            "parameters": {"without_timestep_table": count_parameters(run.model),
-                           "all": count_parameters(run.model, exclude_timestep=False)},
-            # which selective scan trained a Mamba (c, torch, triton; equal up to float rounding)
-            "scan_backend": (default_scan_backend(run.device, run.model.config.d_state)
-                             if run.model.config.backbone == "mamba" else None),
-            "data": {"path": str(run.data_path), **summary},
-            "versions": {"torch": torch.__version__, "numpy": np.__version__,
-                         "python": sys.version.split()[0]}})
-    return summary
 
 
 def run_eval(run: Run) -> dict:
@@ -368,13 +274,7 @@ def final_eval(run: Run, summary: dict) -> None:
     print(f"{cfg.model} on {cfg.env} ({run.data_path.name}: mean return "
           f"{summary['return_mean']:.0f}, normalised {summary['return_mean_normalized']:.1f}), "
           f"step {run.step}:\n  {summary_line(result)}")
-    with writing_to(run.run_dir):
-        write_json(run.run_dir / "eval.json", {
-            "run_dir": str(run.run_dir), "env": cfg.env, "model": cfg.model, "step": run.step,
-            "device": str(run.device), "config": {
-                "episodes": cfg.eval_episodes, "seed": cfg.eval_seed, "seeds": "validation",
-                "estimator": "last checkpoint, raw weights", "mode": run.eval_mode,
-                "target": [run.target]}, "results": [result]})
+    write_eval(run, result)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -474,7 +374,7 @@ def parse_config(argv=None) -> TrainConfig:
 def main(argv=None) -> None:
     try:
         train(parse_config(argv))
-    except (TrainError, DataError, EvalError) as e:
+    except (TrainError, DataError, EvalError, ModelError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt as e:  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
         sys.exit(128 + getattr(e, "signum", signal.SIGINT))

@@ -1,7 +1,7 @@
 """The pytest plugin that grades one exercise: a time limit per test, no shortcuts, no tampering.
 
-`course/assignments.py check` runs an exercise's instructor tests with `-p course.grading` in a fresh
-copy of the reference tree that holds the student's code only inside that exercise's marked
+`course/assignments.py check` runs an exercise's instructor tests with `-p course.grading` in a
+fresh copy of the reference tree that holds the student's code only inside that exercise's marked
 regions. The student's code still runs in the same process as the tests, so this plugin:
 
   - stops a test after COURSE_TEST_TIMEOUT seconds (SIGALRM raises TestTimedOut, which a
