@@ -13,6 +13,12 @@
 #                                       x {walker2d, hopper} medium x {dt, mamba} x seeds 0-2)
 #   bash experiments.sh pilot2 [N]      run its unfinished jobs, N at a time (default 2)
 #   bash experiments.sh jobs            print the job list (the same list every time)
+#   SCHEDULE=S BUDGET=N ESTIMATOR=E bash experiments.sh jobs|run|memory-jobs|memory
+#                                       the second protocol, once the pilot's rule has chosen
+#                                       (S constant|cosine, N steps, E last|ema|mean3): 5 seeds
+#                                       (SEEDS), runs in runs/report-v2/, the score on test seeds
+#                                       with that estimator; memory-jobs / memory: issue 28's
+#                                       variants on hopper and walker2d medium, 3 seeds
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
 #   python benchmarks/report.py results/report-runs/* --out REPORT.md   then write the report
@@ -31,9 +37,30 @@
 # tasks never write the same file.
 set -euo pipefail
 cd "$(dirname "$0")"
-SEEDS=${SEEDS:-"0 1 2"}
 PYTHON=${PYTHON:-python}
 export OMP_NUM_THREADS=1
+# The protocol: v1 (REPORT.md so far) is --preset report and the last checkpoint; v2 is what the
+# protocol pilot chose (results/pilot-v2/RULE.md), given as SCHEDULE, BUDGET and ESTIMATOR.
+if [ -n "${SCHEDULE:-}${BUDGET:-}${ESTIMATOR:-}" ]; then
+  case "${SCHEDULE:-}/${ESTIMATOR:-}" in constant/* | cosine/*) ;; *)
+    echo "error: set SCHEDULE (constant|cosine), BUDGET (steps) and ESTIMATOR (last|ema|mean3) together, as results/pilot-v2's rule chose." >&2; exit 2 ;;
+  esac
+  case "${BUDGET:-}" in '' | *[!0-9]*) echo "error: BUDGET must be a number of steps, got '${BUDGET:-}'." >&2; exit 2 ;; esac
+  TRAIN_RECIPE=(--steps "$BUDGET" --lr-schedule "$SCHEDULE" --eval-every 1000 --eval-episodes 20
+                --save-every 1000)
+  case $ESTIMATOR in
+    last) EVAL_ESTIMATOR=() ;;
+    ema) TRAIN_RECIPE+=(--ema 0.999); EVAL_ESTIMATOR=(--weights ema) ;;
+    mean3) TRAIN_RECIPE+=(--keep-last 3 --keep-every 1000); EVAL_ESTIMATOR=(--last 3) ;;
+    *) echo "error: ESTIMATOR must be last, ema or mean3, got '$ESTIMATOR'." >&2; exit 2 ;;
+  esac
+  RUNS=runs/report-v2; SEEDS=${SEEDS:-"0 1 2 3 4"}
+  if grep -qsl '"preset": "report"' results/report-runs/*/config.json; then
+    echo "error: results/report-runs/ still holds the first protocol's records (same names): move them first (git mv results/report-runs results/report-runs-v1)." >&2; exit 2
+  fi
+else
+  TRAIN_RECIPE=(--preset report); EVAL_ESTIMATOR=(); RUNS=runs/report; SEEDS=${SEEDS:-"0 1 2"}
+fi
 
 declare -A HIGH=([hopper]=3600 [halfcheetah]=12000 [walker2d]=5000)  # the DT paper's targets
 declare -A LOW=([hopper]=1800 [halfcheetah]=6000 [walker2d]=2500)
@@ -48,11 +75,24 @@ jobs() {  # dataset by dataset, all seeds of a cell together: a partial sweep ha
       done
     done
   done
-  for seed in $SEEDS; do
+  for seed in $(echo "$SEEDS" | cut -d' ' -f1-3); do  # the whole-episode runs: 3 seeds
     for env in hopper halfcheetah walker2d; do
       echo "bash experiments.sh one mamba-$env-medium-full-s$seed --model mamba --env $env --dataset medium --seed $seed --context full --batch-size 1"
     done
   done
+}
+
+memory_jobs() {  # issue 28: positions only x {DT K=20, DT K=60, Mamba K=20, Mamba whole
+  # episodes}, delayed reward x {DT, Mamba} K=20; hopper and walker2d medium, 3 seeds
+  for env in hopper walker2d; do for seed in $(echo "$SEEDS" | cut -d' ' -f1-3); do
+    local base="--env $env --dataset medium --seed $seed"
+    echo "bash experiments.sh one dt-$env-medium-positions-s$seed --model dt $base --obs positions"
+    echo "bash experiments.sh one dt-$env-medium-positions-k60-s$seed --model dt $base --obs positions --context 60"
+    echo "bash experiments.sh one mamba-$env-medium-positions-s$seed --model mamba $base --obs positions"
+    echo "bash experiments.sh one mamba-$env-medium-positions-full-s$seed --model mamba $base --obs positions --context full --batch-size 1"
+    echo "bash experiments.sh one dt-$env-medium-delayed-s$seed --model dt $base --reward delayed"
+    echo "bash experiments.sh one mamba-$env-medium-delayed-s$seed --model mamba $base --reward delayed"
+  done; done
 }
 
 one() {  # one NAME TRAIN_FLAGS...
@@ -63,7 +103,7 @@ one() {  # one NAME TRAIN_FLAGS...
       return 2 ;;
   esac
   shift
-  local run=runs/report/$name record=results/report-runs/$name
+  local run=$RUNS/$name record=results/report-runs/$name
   [ -f "$record/eval.json" ] && { echo "$name: finished (its records are in $record)"; return 0; }
   local env seed dataset context=20 resume=()
   env=$(flag --env "$@"); seed=$(flag --seed "$@"); dataset=$(flag --dataset "$@")
@@ -75,13 +115,15 @@ one() {  # one NAME TRAIN_FLAGS...
   mkdir -p logs
   local log=logs/report-$name.log
   echo "$name: training (log: $log)"
-  $PYTHON train.py --preset report --out "$run" "$@" "${resume[@]}" > "$log" 2>&1
-  $PYTHON evaluate.py "$run" --episodes 100 --target "${HIGH[$env]}" "${LOW[$env]}" >> "$log" 2>&1
-  if [ "$seed" = 0 ] && [ "$context" != full ] && [ "$dataset" != medium-expert ]; then
+  $PYTHON train.py "${TRAIN_RECIPE[@]}" --out "$run" "$@" "${resume[@]}" > "$log" 2>&1
+  $PYTHON evaluate.py "$run" --episodes 100 --target "${HIGH[$env]}" "${LOW[$env]}" \
+    "${EVAL_ESTIMATOR[@]}" >> "$log" 2>&1
+  if [ "$seed" = 0 ] && [ "$context" != full ] && [ "$dataset" != medium-expert ] \
+      && ! flag --obs "$@" > /dev/null && ! flag --reward "$@" > /dev/null; then
     local high=${HIGH[$env]}  # 10% to 125% of the high target: the dataset's range and beyond
     $PYTHON evaluate.py "$run" --episodes 20 --out "$run/targets.json" --target \
       $((high / 10)) $((high / 4)) $((high / 2)) $((3 * high / 4)) "$high" $((5 * high / 4)) \
-      >> "$log" 2>&1
+      "${EVAL_ESTIMATOR[@]}" >> "$log" 2>&1
   fi
   mkdir -p "$record"
   for file in config.json metrics.jsonl targets.json eval.json; do  # eval.json last: "finished"
@@ -140,6 +182,10 @@ case ${1:-} in
   pilot2-one) shift; pilot2_one "$@" ;;
   pilot2) pilot2_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   jobs) jobs ;;
+  memory-jobs) [ "$RUNS" = runs/report-v2 ] || { echo "error: the memory runs use the second protocol: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
+               memory_jobs ;;
+  memory) [ "$RUNS" = runs/report-v2 ] || { echo "error: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
+          memory_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
   pilot) mkdir -p logs; pilot ;;
   one) shift; one "$@" ;;
   run) jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;

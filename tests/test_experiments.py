@@ -93,3 +93,51 @@ def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(t
         for model in ("dt", "mamba"):
             record = tmp_path / f"results/pilot/{model}-{env}-medium-s0"
             assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
+V2 = {"SCHEDULE": "cosine", "BUDGET": "4000", "ESTIMATOR": "ema"}
+
+
+def test_the_second_protocol_lists_five_seeds_a_cell_and_the_memory_variants(tmp_path):
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+
+    def listing(command, **env):
+        return subprocess.run(["bash", "experiments.sh", command], cwd=tmp_path,
+                              capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", **env})
+    lines = listing("jobs", **V2).stdout.splitlines()
+    names = [line.split()[3] for line in lines]
+    assert len(names) == len(set(names)) == 3 * 3 * 2 * 5 + 3 * 3
+    assert {f"dt-hopper-medium-s{s}" for s in range(5)} <= set(names)
+    memory = listing("memory-jobs", **V2).stdout.splitlines()
+    assert len(memory) == 2 * 3 * 6
+    assert sum("--obs positions --context full" in m for m in memory) == 6
+    assert sum("--context 60" in m for m in memory) == 6
+    assert sum("--reward delayed" in m for m in memory) == 12
+    # the variables go together; the memory runs need them; v1's records must move first
+    assert listing("jobs", SCHEDULE="cosine").returncode == 2
+    assert "second protocol" in listing("memory-jobs").stderr
+    v1 = tmp_path / "results/report-runs/dt-hopper-medium-s0"
+    v1.mkdir(parents=True)
+    (v1 / "config.json").write_text('{"train": {"preset": "report"}}')
+    refused = listing("jobs", **V2)
+    assert refused.returncode == 2 and "report-runs-v1" in refused.stderr
+
+
+def test_a_second_protocol_job_trains_the_recipe_and_scores_its_estimator_on_test_seeds(
+        tmp_path):
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), **V2, "ESTIMATOR": "mean3"}
+    line = ("bash experiments.sh one mamba-walker2d-medium-positions-s0 --model mamba --env "
+            "walker2d --dataset medium --seed 0 --obs positions")
+    subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, check=True, capture_output=True)
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("train.py --steps 4000 --lr-schedule cosine --eval-every 1000 "
+                               "--eval-episodes 20 --save-every 1000 --keep-last 3 --keep-every "
+                               "1000 --out runs/report-v2/mamba-walker2d-medium-positions-s0 ")
+    assert calls[1] == ("evaluate.py runs/report-v2/mamba-walker2d-medium-positions-s0 "
+                        "--episodes 100 --target 5000 2500 --last 3")  # test seeds: the default
+    assert len(calls) == 2  # a variant gets no target sweep
