@@ -59,9 +59,12 @@ def build_parser(config_cls, description):
         if meta.get("positional"):  # required, unless nargs says "*"
             parser.add_argument(f.name, help=meta["help"], type=meta.get("type") or str,
                                 **({"nargs": meta["nargs"]} if meta.get("nargs") else {}))
-        elif isinstance(default, bool):
-            parser.add_argument(flag_name(f.name), dest=f.name, action="store_true",
-                                default=argparse.SUPPRESS, help=meta["help"])
+        elif isinstance(default, bool):  # a switch; one that is on by default turns off
+            on = not default
+            parser.add_argument(flag_name(f.name) if on else f"--no-{flag_name(f.name)[2:]}",
+                                dest=f.name, action="store_true" if on else "store_false",
+                                default=argparse.SUPPRESS, help=meta["help"] + (
+                                    "" if on else " (on by default; this flag turns it off)"))
         else:
             parser.add_argument(flag_name(f.name), dest=f.name, default=argparse.SUPPRESS,
                                 type=meta.get("type") or type(default), choices=meta.get("choices"),

@@ -52,8 +52,8 @@ def check_numbers(cfg) -> None:
     is loaded or written."""
     lowest = {"steps": 1, "batch_size": 1, "log_every": 1, "save_every": 1, "eval_episodes": 1,
               "d_model": 1, "n_layer": 1, "mamba_n_layer": 1, "n_head": 1, "warmup_steps": 0,
-              "keep_last": 1, "keep_every": 1, "eval_every": 0, "seed": 0, "eval_seed": 0,
-              "max_episode_steps": 1}
+              "keep_last": 1, "keep_every": 1, "d_state": 1, "d_conv": 1, "expand": 1,
+              "eval_every": 0, "seed": 0, "eval_seed": 0, "max_episode_steps": 1}
     for name, low in lowest.items():
         if (value := getattr(cfg, name)) is not None and value < low:  # None: the default
             raise TrainError(f"{flag_name(name)} must be at least {low}, got {value}.")
@@ -227,10 +227,12 @@ def open_run_folder(run_dir: Path, resume: bool) -> dict | None:
 # Settings a resumed run may change; any other difference would not continue the same run.
 RESUMABLE = {"steps", "device", "compile", "out", "resume", "log_every", "save_every", "eval_every",
              "eval_episodes", "target", "eval_mode", "eval_seed", "max_episode_steps", "preset",
-             "keep_last", "keep_every"}
+             "keep_last", "keep_every", "scan_backend", "fast_attention"}  # the last two: the
+# same numbers up to rounding (tested equal), computed another way
 # settings that runs saved before they existed had
 OLD_RUN_DEFAULTS = {"activation": "gelu", "lr_schedule": "constant", "ema": 0.0, "keep_last": 1,
-                    "keep_every": 1000, "obs": "full", "reward": "dense"}
+                    "keep_every": 1000, "obs": "full", "reward": "dense", "d_state": 16,
+                    "d_conv": 4, "expand": 2, "scan_backend": "auto", "fast_attention": True}
 
 
 def check_run_folder(cfg, run_dir: Path) -> dict | None:

@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,13 @@ from evaluate import EvalError, evaluate, resolve_mode, summary_line
 from run_folder import OLD_RUN_DEFAULTS, RunLock, Stopped, TrainError, check_numbers, \
     check_run_folder, is_out_of_memory, keep_checkpoint, log, memory_error, nan_error, \
     read_checkpoint, restore_checkpoint, save_checkpoint, start_files, write_eval, writing_to
+
+
+def model_setting(name, default=MISSING):
+    """A TrainConfig field for DecisionConfig's setting `name`: its help text, and its default
+    unless one is given."""
+    field = DecisionConfig.__dataclass_fields__[name]
+    return option(field.default if default is MISSING else default, field.metadata["help"])
 
 
 @dataclass
@@ -75,12 +82,18 @@ class TrainConfig:
     keep_every: int = option(1000, "steps between the checkpoints that --keep-last keeps")
     grad_clip: float = option(0.25, "clip the gradient's global norm to this")
     return_scale: float = option(1000.0, "returns-to-go are divided by this")
-    d_model: int = option(64, "model width, both backbones")
-    n_layer: int = option(2, "Decision Transformer blocks")
-    mamba_n_layer: int = option(3, "Decision Mamba blocks (1.5 per DT block: same parameter count)")
-    n_head: int = option(1, "attention heads (Decision Transformer)")
-    activation: str = option("relu", "DT MLP activation: relu (as the DT paper's code) | gelu")
-    dropout: float = option(0.1, "dropout probability")
+    # the model's settings, as dt.DecisionConfig defines them (defaults: a small CPU config)
+    d_model: int = model_setting("d_model", 64)
+    n_layer: int = model_setting("n_layer", 2)
+    mamba_n_layer: int = model_setting("mamba_n_layer", 3)  # 1.5 per DT block: the same size
+    n_head: int = model_setting("n_head")
+    activation: str = model_setting("activation")
+    dropout: float = model_setting("dropout")
+    d_state: int = model_setting("d_state")
+    d_conv: int = model_setting("d_conv")
+    expand: int = model_setting("expand")
+    scan_backend: str = model_setting("scan_backend")
+    fast_attention: bool = model_setting("fast_attention")
     seed: int = option(0, "seed of the initial weights, batch sampling and dropout")
     device: str = option("auto", "auto | cpu | cuda")
     compile: bool = option(False, "torch.compile the model (slow start, faster GPU steps)")
@@ -229,7 +242,9 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
             state_dim=dataset.state_dim, act_dim=dataset.act_dim, backbone=MODELS[cfg.model],
             d_model=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
             context_len=dataset.context_len, max_ep_len=MAX_EPISODE_STEPS,
-            mamba_n_layer=cfg.mamba_n_layer, activation=cfg.activation)
+            mamba_n_layer=cfg.mamba_n_layer, activation=cfg.activation, d_state=cfg.d_state,
+            d_conv=cfg.d_conv, expand=cfg.expand, scan_backend=cfg.scan_backend,
+            fast_attention=cfg.fast_attention)
     except ModelError as e:
         raise TrainError(str(e)) from None
     model = DecisionModel(model_cfg).to(device)

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from run_folder import OLD_RUN_DEFAULTS
+
 MODEL_NAMES = {"dt": "DT", "mamba": "Mamba"}
 # train.py settings that may differ between the seeds of one experiment (everything else may not)
 SEED_ONLY = ("seed", "out", "resume", "device", "compile", "log_every", "save_every")
@@ -85,7 +87,10 @@ class Run:
     @property
     def key(self):
         """Runs with equal keys are seeds of one experiment."""
-        settings = {k: v for k, v in self.train.items() if k not in SEED_ONLY}
+        # a setting a run was saved without had its default: runs from before it existed and
+        # after group together
+        settings = {k: v for k, v in {**OLD_RUN_DEFAULTS, **self.train}.items()
+                    if k not in SEED_ONLY}
         return (self.train["env"], self.dataset, self.model, self.variant,
                 json.dumps(settings, sort_keys=True, default=str))
 

@@ -265,3 +265,21 @@ def test_the_dt_uses_relu_as_the_papers_code_and_runs_saved_with_gelu_still_resu
     assert resumed.activation == "gelu"
     train.train(resumed)
     assert torch.load(run_dir / "ckpt.pt", weights_only=True)["step"] == 3
+
+
+def test_every_model_setting_is_a_train_flag_with_dt_pys_help_and_reaches_the_model(
+        hopper_data, tmp_path):
+    from dataclasses import fields
+    flags = {f.name for f in fields(TrainConfig)}
+    model_only = {"state_dim", "act_dim", "backbone", "context_len", "max_ep_len"}  # from data
+    assert {f.name for f in fields(train.DecisionConfig)} - model_only <= flags
+    assert TrainConfig.__dataclass_fields__["d_state"].metadata["help"] == \
+        train.DecisionConfig.__dataclass_fields__["d_state"].metadata["help"]
+    cfg = train.parse_config(["--model", "dt", "--no-fast-attention", "--d-state", "8"])
+    assert cfg.fast_attention is False and cfg.d_state == 8
+    run_dir = train.train(tiny(hopper_data, tmp_path / "m", d_state=8, expand=1,
+                               scan_backend="torch"))
+    model = json.loads((run_dir / "config.json").read_text())["model"]
+    assert (model["d_state"], model["expand"], model["scan_backend"]) == (8, 1, "torch")
+    run_dir = train.train(tiny(hopper_data, tmp_path / "d", model="dt", fast_attention=False))
+    assert json.loads((run_dir / "config.json").read_text())["model"]["fast_attention"] is False
