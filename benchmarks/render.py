@@ -304,26 +304,36 @@ def aggregate_section(groups, figures, rel, reps):
 
 def pilot_v2_section(folder, figures, rel):
     """The protocol pilot (results/pilot-v2): each candidate's seed spread, mean and projected
-    sweep cost, and RULE.md's rule applied to the complete cells."""
+    sweep cost on the complete cells, RULE.md's rule applied once both models have runs (marked
+    provisional until all four cells are complete), and the candidates' curves."""
     names, estimates, curves, costs = read_pilot_v2(folder)
     doc = ["## The protocol pilot", "", f"The rule was written and committed before any pilot "
            f"run: [RULE.md]({rel(Path(folder) / 'RULE.md')}). Runs with records: {len(names)} of "
            "36.", ""]
-    if costs is None:
-        return doc + ["The rule needs both models' runs (for the costs); it is not applied yet.",
-                      ""]
-    rows, chosen = apply_pilot_rule(estimates, costs)
-    if not rows:
-        return doc + ["No cell has 3 seeds of every recipe yet; the rule is not applied.", ""]
-    cells = ", ".join(" / ".join(c) for c in next(iter(rows.values()))["cells"])
-    doc += [f"Cells with all three seeds, which decide: {cells}. sd: the seed standard "
-            "deviation of the estimate, averaged over those cells.", "",
-            "| schedule | budget | estimator | mean | sd | max cell sd | sweep core-hours | "
-            "rule |", "|---|---|---|---|---|---|---|---|"]
-    for c, r in sorted(rows.items(), key=lambda x: (x[0][0], x[0][1], ESTIMATORS.index(x[0][2]))):
-        doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
-                   f"{r['max_sd']:.1f} | {r['cost']:.1f} | "
-                   f"{'**chosen**' if c == chosen else r['out'] or 'eligible'} |")
+    rows, chosen = apply_pilot_rule(estimates, costs or {c: float("nan") for c in estimates})
+    if rows:
+        cells = next(iter(rows.values()))["cells"]
+        status = ("the rule's choice" if costs and len(cells) == 4 else
+                  "not yet the rule's choice: costs need both models' runs" if not costs else
+                  f"provisional: {len(cells)} of 4 cells complete")
+        doc += [f"Cells with all three seeds of every recipe: "
+                f"{', '.join(' / '.join(c) for c in cells)} ({status}). sd: the seed standard "
+                "deviation of the estimate (normalised score on validation seeds), averaged over "
+                "those cells.", "",
+                "| schedule | budget | estimator | mean | sd | max cell sd | sweep core-hours | "
+                "rule |", "|---|---|---|---|---|---|---|---|"]
+        for c, r in sorted(rows.items(),
+                           key=lambda x: (x[0][0], x[0][1], ESTIMATORS.index(x[0][2]))):
+            verdict = ("-" if not costs else "**chosen**" if c == chosen else
+                       r["out"] or "eligible")
+            cost = f"{r['cost']:.1f}" if costs else "?"
+            doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
+                       f"{r['max_sd']:.1f} | {cost} | {verdict} |")
+        doc.append("")
+    else:
+        doc += ["No cell has 3 seeds of every recipe yet.", ""]
+    if not curves:
+        return doc
     png = figures / "pilot-v2.png"
     plot_pilot(curves, png)
-    return doc + ["", f"![the pilot's candidates]({rel(png)})", ""]
+    return doc + [f"![the pilot's candidates]({rel(png)})", ""]

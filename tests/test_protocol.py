@@ -63,11 +63,12 @@ def test_the_rule_drops_the_unaffordable_and_the_stably_bad_then_takes_the_lowes
     assert stats.apply_pilot_rule(estimates, costs)[0][v1]["cells"] == CELLS
 
 
-def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_path):
-    folder = tmp_path / "pilot-v2"
+def write_pilot(folder, cells):
+    """Made-up pilot records: every recipe's raw scores 10, 20, 30 over the seeds (+40 with a
+    cosine schedule), EMA 5 everywhere."""
     (folder / "RULE.md").parent.mkdir()
     (folder / "RULE.md").write_text("the rule\n")
-    for (env, model) in CELLS:
+    for (env, model) in cells:
         for seed in range(3):
             for recipe, budget in (("const-8k", 8000), ("cosine-8k", 8000), ("cosine-4k", 4000)):
                 raw = [10.0 * (seed + 1) + (recipe != "const-8k") * 40] * (budget // 1000)
@@ -77,6 +78,11 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
                     {"train": {"env": env, "model": model, "seed": seed}}))
                 (run / "metrics.jsonl").write_text("\n".join(
                     json.dumps(x) for x in pilot_lines(raw, [5.0] * len(raw), budget)))
+
+
+def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_path):
+    folder = tmp_path / "pilot-v2"
+    write_pilot(folder, CELLS)
     (tmp_path / "figures").mkdir()  # write_report makes it
     doc = render.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
     text = "\n".join(doc)
@@ -87,3 +93,13 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
     assert text.count("**chosen**") == 1
     assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 |" in text
     assert (tmp_path / "figures" / "pilot-v2.png").stat().st_size > 0
+
+
+def test_with_one_models_runs_the_pilot_shows_its_cells_without_a_verdict(tmp_path):
+    folder = tmp_path / "pilot-v2"
+    write_pilot(folder, CELLS[:1])
+    (tmp_path / "figures").mkdir()
+    text = "\n".join(render.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p)))
+    assert "Runs with records: 9 of 36" in text and "costs need both models' runs" in text
+    assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 | ? | - |" in text
+    assert "**chosen**" not in text
