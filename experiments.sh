@@ -21,7 +21,8 @@
 #                                       variants on hopper and walker2d medium, 3 seeds
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
-#   python benchmarks/report.py results/report-runs/* --out REPORT.md   then write the report
+#   python benchmarks/report.py results/report-runs/* --pilot results/pilot/* \
+#     --pilot-v2 results/pilot-v2 --out REPORT.md --force    then write the report
 #
 # One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed; a
 # folder left without a checkpoint is cleared first), evaluates its last checkpoint on 100
