@@ -8,6 +8,7 @@
   plot_targets      report.py's return conditioning: achieved vs target return
   aggregate_section REPORT.md's "Over all tasks": IQM, P(Mamba > DT), performance profiles
   pilot_v2_section  REPORT.md's protocol pilot: the candidates, RULE.md applied, their curves
+  memory_section    REPORT.md's "Where memory matters": each variant's drop, DT vs Mamba
 
 Standard library, numpy and matplotlib only (no torch): profile.py's results are plain dicts
 (profile.py's docstring says what they hold) and report.py's runs are stats.Run records.
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from cli import atomic_write
-from benchmarks.stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule, over_seeds,
-                              performance_profile, read_pilot_v2, task_matrices)
+from benchmarks.stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule,
+                              experiments, over_seeds, performance_profile, read_pilot_v2,
+                              score_cell, scores, task_matrices, verdict, welch_interval)
 
 COLORS = {"dt": "C0", "mamba": "C1"}
 # The latency sweep's cases, (model, how it acts) -> label: the DT and the Mamba re-encoding a
@@ -337,3 +339,66 @@ def pilot_v2_section(folder, figures, rel):
     png = figures / "pilot-v2.png"
     plot_pilot(curves, png)
     return doc + [f"![the pilot's candidates]({rel(png)})", ""]
+
+
+def memory_section(groups, figures, rel):
+    """REPORT.md's "Where memory matters" (issue 28), on each env's medium data: per variant
+    (positions only, delayed reward) and model setting, its score beside the same setting on the
+    standard task (the drop the variant causes) and against the DT at K=20 under the same
+    variant, each with Welch's 95% interval and its verdict; a figure of the drops."""
+    found = experiments(groups)  # (env, dataset, model, variant) -> the runs (seeds)
+    lines = ["| env | variant | model | score | on the standard task | drop, 95% CI | verdict | "
+             "- DT K=20 under the variant, 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"
+             "---|"]
+    drops = defaultdict(dict)  # (env, variant) -> setting -> mean drop
+    for (env, dataset, model, variant), runs in sorted(found.items()):
+        parts = variant.split(", ")
+        of_data = [p for p in parts if p in ("positions", "delayed")]
+        if dataset != "medium" or not of_data:
+            continue
+        acting = ", ".join(p for p in parts if p not in of_data)
+        standard = found.get((env, dataset, model, acting)) or found.get(
+            (env, dataset, model, "K=20"), [])  # e.g. DT K=60's: the standard task's at K=20
+        dt = found.get((env, dataset, "dt", ", ".join(["K=20", *of_data])), [])
+        setting = f"{MODEL_NAMES.get(model, model)} {acting}"
+        cells = []
+        for other, better, worse in ((standard, " + ".join(of_data), "standard task"),
+                                     (dt, setting, "DT K=20")):
+            interval = welch_interval(scores(other), scores(runs)) if other is not runs else None
+            cells += [f"{np.mean(scores(runs)) - np.mean(scores(other)):+.1f} [{interval[0]:+.1f}"
+                      f", {interval[1]:+.1f}]" if interval else "-",
+                      verdict(interval, better, worse) if interval else "-"]
+        if standard and scores(standard) and scores(runs):
+            drops[env, " + ".join(of_data)][setting] = float(
+                np.mean(scores(runs)) - np.mean(scores(standard)))
+        lines.append(f"| {env} | {' + '.join(of_data)} | {setting} | {score_cell(runs)} | "
+                     f"{score_cell(standard)} | {' | '.join(cells)} |")
+    if len(lines) == 2:
+        return []
+    doc = ["## Where memory matters", "",
+           "The variants of issue 28 on the medium data: `--obs positions` hides the velocities "
+           "(the policy must infer them from the history), `--reward delayed` gives the whole "
+           "return at the episode's last step. Each setting's score (normalised, true return) "
+           "beside the same setting on the standard task; the drop is the variant's cost. A "
+           "model that uses memory better loses less. Verdicts as in the main table.", ""] + lines
+    if drops:
+        png = figures / "memory-drops.png"
+        plot_drops(drops, png)
+        doc += ["", f"![drop caused by each variant]({rel(png)})"]
+    return doc + [""]
+
+
+def plot_drops(drops, path):
+    """One panel per (env, variant): the mean drop of each model setting (bars)."""
+    plt = _pyplot()
+    panels = sorted(drops)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        names = sorted(drops[panel])
+        ax.bar(range(len(names)), [drops[panel][n] for n in names],
+               color=[COLORS["dt" if n.startswith("DT") else "mamba"] for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(" / ".join(panel))
+        ax.set_ylabel("score with the variant - standard task")
+    save_png(fig, path)

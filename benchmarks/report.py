@@ -38,8 +38,8 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root
 from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
                  one_sentence_write_errors, option, parse_config, refuse_to_replace)
 from data import normalized_score
-from benchmarks.render import aggregate_section, curve_of, drawn_by_matplotlib, pilot_v2_section, \
-    plot_bands, plot_targets
+from benchmarks.render import aggregate_section, curve_of, drawn_by_matplotlib, memory_section, \
+    pilot_v2_section, plot_bands, plot_targets
 from benchmarks.stats import (MARGIN, MODEL_NAMES, PATIENCE, converged_step, experiments,
                               group_name, groups_of, over_seeds, pm, read_json, read_runs,
                               score_cell, scores, verdict, welch_interval)
@@ -153,7 +153,7 @@ def whole_episode_table(groups):
     lines = ["| env | DT, K=20 | Mamba, K=20 | Mamba, whole episodes, recurrent | full - DT, "
              "95% CI | full - Mamba K=20, 95% CI |", "|---|---|---|---|---|---|"]
     for env, found in sorted(by_env.items()):
-        full = next((runs for (m, v), runs in found.items() if m == "mamba" and "full" in v), None)
+        full = found.get(("mamba", "K=full, recurrent"))
         if full is None:
             continue
         dt, mamba = found.get(("dt", "K=20"), []), found.get(("mamba", "K=20"), [])
@@ -374,6 +374,7 @@ def write_report(cfg: ReportConfig) -> Path:
                 f"row do not beat the best mean return so far by more than their standard error "
                 f"(std over episodes / sqrt(episodes)); {budget}.", ""]
         doc += pilot_table(pilot) + ["", f"![pilot]({rel(png)})"]
+    doc += [""] + memory_section(groups, figures, rel)
     if cfg.pilot_v2:
         doc += [""] + pilot_v2_section(cfg.pilot_v2, figures, rel)
     doc += ["", "## Training loss and evaluation return vs step", "",

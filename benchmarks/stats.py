@@ -81,8 +81,16 @@ class Run:
 
     @property
     def variant(self):
-        """How a model was trained and acted: 'K=20', or 'K=full, recurrent'."""
-        return f"K={self.train['context']}" + (", recurrent" if self.mode == "recurrent" else "")
+        """How a model was trained and acted: 'K=20', or 'K=full, recurrent'; then issue 28's
+        variants where not the default: ', positions' (velocities hidden), ', delayed'."""
+        acting = f"K={self.train['context']}" + (", recurrent" if self.mode == "recurrent" else "")
+        return ", ".join([acting, *self.variant_of_data])
+
+    @property
+    def variant_of_data(self):
+        """[] for the standard task, else the non-default ones of 'positions', 'delayed'."""
+        return [value for name, default in (("obs", "full"), ("reward", "dense"))
+                if (value := self.train.get(name, default)) != default]
 
     @property
     def key(self):

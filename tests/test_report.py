@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks import report, stats  # noqa: E402  (after the path is set)
+from benchmarks import render, report, stats  # noqa: E402  (after the path is set)
 
 
 def fake_run(folder, model, seed, score_returns, targets=(3600.0,), evaluated=True,
@@ -232,3 +232,32 @@ def test_readme_comparison_table_is_the_committed_reports():
         assert f"({mean})" in row[3].split(" / ")[0], (env, dataset)
         assert [dt, mamba] == [cell.split(" (n=")[0] for cell in row[4:6]], (env, dataset)
         assert [diff, verdict] == row[6:8], (env, dataset)
+
+
+def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_the_dt(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        fake_run(root / f"dt-s{seed}", "dt", seed, [1500.0 + 100 * seed])
+        fake_run(root / f"mamba-s{seed}", "mamba", seed, [1600.0 + 100 * seed])
+        fake_run(root / f"dt-pos-s{seed}", "dt", seed, [500.0 + 100 * seed], obs="positions")
+        fake_run(root / f"mamba-pos-s{seed}", "mamba", seed, [1400.0 + 100 * seed],
+                 obs="positions")
+        fake_run(root / f"dt-delayed-s{seed}", "dt", seed, [1400.0 + 100 * seed],
+                 reward="delayed")
+    runs, _ = stats.read_runs(sorted(root.iterdir()))
+    groups = stats.groups_of(runs)
+    # the standard task's table is not disturbed by the variants
+    assert "| hopper | medium | 3600 |" in "\n".join(report.comparison_table(groups, 0))
+    assert len(report.comparison_table(groups, 0)) == 3
+    (tmp_path / "figures").mkdir()
+    text = "\n".join(render.memory_section(groups, tmp_path / "figures", str))
+    assert "## Where memory matters" in text
+    drop = score(500.0 + 100) - score(1500.0 + 100)  # seed means: 600 vs 1600
+    assert f"| hopper | positions | DT K=20 | {score(600):.1f} ± {score(600) - score(500):.1f} " \
+           f"(n=3) | {score(1600):.1f}" in text and f"{drop:+.1f} [" in text
+    lo, hi = stats.welch_interval([score(r) for r in (500, 600, 700)],
+                                  [score(r) for r in (1400, 1500, 1600)])
+    mamba_row = next(line for line in text.splitlines() if "| positions | Mamba K=20 |" in line)
+    assert mamba_row.endswith(f"[{lo:+.1f}, {hi:+.1f}] | Mamba K=20 better |")  # beats the DT
+    assert "| hopper | delayed | DT K=20 |" in text
+    assert (tmp_path / "figures" / "memory-drops.png").stat().st_size > 0
