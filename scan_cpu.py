@@ -20,7 +20,7 @@ process, with a warning). Where no compiler works, `available()`
 says why and ssm.py falls back to the PyTorch scan. Batch rows are shared out among torch's own
 OpenMP threads (torch.get_num_threads()).
 
-    python scan_cpu.py      # build (or find) the library, check it against a plain loop
+    python scan_cpu.py      # build (or find) the library, check it against scan_torch.py
 
 References (ideas, credited in one line each):
   Gu & Dao 2023, "Mamba": the fused scan that keeps the state on chip and recomputes it in the
@@ -40,6 +40,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from scan_torch import selective_scan_torch
 
 SOURCE = Path(__file__).with_name("scan_cpu.c")
 # Tried in order; the first that compiles wins. -ffast-math lets the compiler vectorise the sums
@@ -377,22 +379,9 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return _SelectiveScanCpu.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
-def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """A plain-loop scan for the smoke check below (the project's ground truth, which the tests
-    compare against, is ssm.selective_scan_ref; this file does not import the model)."""
-    # hidden 4: begin
-    delta = torch.nn.functional.softplus(delta + delta_bias) if delta_softplus else delta
-    h, ys = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]), []                  # (B, D, N)
-    for t in range(u.shape[1]):
-        drive = (delta[:, t] * u[:, t])[..., None] * B[:, t, None]               # (B, D, N)
-        h = torch.exp(delta[:, t, :, None] * A) * h + drive
-        ys.append((h * C[:, t, None]).sum(-1) + D * u[:, t])                     # (B, D)
-    return torch.stack(ys, 1) * torch.nn.functional.silu(z)                      # (B, L, D)
-    # hidden 4: end
-
-
 if __name__ == "__main__":
-    # Smoke check: build, then one forward + backward against a plain loop.
+    # Smoke check: build, then one forward + backward against the chunked PyTorch scan (another
+    # fast path; the tests compare both with the reference loop, ssm.selective_scan_ref).
     lib, reason = _load()
     if lib is None:
         sys.exit(f"The C kernels did not build: {reason}")
@@ -406,13 +395,13 @@ if __name__ == "__main__":
                   z=torch.randn(b, l, d, generator=g), delta_bias=torch.randn(d, generator=g))
     grad_out = torch.randn(b, l, d, generator=g)
     results = []
-    for scan in (selective_scan_cpu, _scan_loop):
+    for scan in (selective_scan_cpu, selective_scan_torch):
         leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
         y = scan(**leaves, delta_softplus=True)
         y.backward(grad_out)
         results.append([y.detach()] + [leaves[k].grad for k in inputs])
     worst = max(((c - r).abs().max() / r.abs().max().clamp(min=1)).item()
                 for c, r in zip(*results))
-    print(f"largest relative difference from a plain loop (output and 8 gradients): "
+    print(f"largest relative difference from the PyTorch scan (output and 8 gradients): "
           f"{worst:.1e}")
     sys.exit(0 if worst < 1e-4 else 1)

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 import torch
 
 from cli import option, parse_config
+from scan_torch import selective_scan_torch
 
 if __name__ == "__main__" and not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")   # CPU: run the kernels in the interpreter
@@ -94,7 +95,8 @@ class ScanKernelError(ValueError):
 
 @dataclass
 class SmokeConfig:
-    """`python scan_kernel.py`: the kernels against a plain loop on random inputs (no timing)."""
+    """`python scan_kernel.py`: the kernels against the chunked PyTorch scan (scan_torch.py) on
+    random inputs (no timing); the tests compare both with the reference loop."""
     batch: int = option(2, "sequences")
     length: int = option(40, "time steps (any length, not only powers of two)")
     dim: int = option(8, "channels D (tiny: the CPU interpreter is slow)")
@@ -446,24 +448,10 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
 
 # ----------------------------------------------------------------------------- smoke check
 
-def _scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """A plain-loop scan for the smoke check (the project's ground truth: selective_scan_ref)."""
-    # hidden 4: begin
-    u, B, C, delta = u.float(), B.float(), C.float(), delta.float() + delta_bias
-    delta = torch.nn.functional.softplus(delta) if delta_softplus else delta
-    h, ys = u.new_zeros(u.shape[0], u.shape[2], A.shape[1]), []                  # (B, D, N)
-    for t in range(u.shape[1]):
-        x_t = (delta[:, t] * u[:, t])[..., None] * B[:, t, None]                 # (B, D, N)
-        h = torch.exp(delta[:, t, :, None] * A) * h + x_t
-        ys.append((h * C[:, t, None]).sum(-1) + D * u[:, t])                     # (B, D)
-    return torch.stack(ys, 1) * torch.nn.functional.silu(z.float())              # (B, L, D)
-    # hidden 4: end
-
-
 def main(argv=None):
     cfg = parse_config(SmokeConfig, argv, "Check the Triton scan's output and every gradient "
-                       "against a plain loop. No timing here: python benchmarks/bench_scan_gpu.py "
-                       "(GPU) or python profile.py --sweeps scan.")
+                       "against the PyTorch scan. No timing here: python "
+                       "benchmarks/bench_scan_gpu.py (GPU) or python profile.py --sweeps scan.")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, cfg.dtype)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -475,22 +463,22 @@ def main(argv=None):
                   delta_bias=0.3 * rand(d))
     inputs = {k: v.to(device).requires_grad_() for k, v in inputs.items()}
     dy = rand(b, l, d).to(device)
-    results = []                                     # [y, du, ddelta, ...] for triton, then loop
-    for fn in (selective_scan_triton, _scan_loop):
+    results = []                                  # [y, du, ddelta, ...] for triton, then torch
+    for fn in (selective_scan_triton, selective_scan_torch):
         y = fn(**inputs, delta_softplus=True).float()
         results.append([y, *torch.autograd.grad(y, list(inputs.values()), dy)])
     mode = "Triton interpreter" if os.environ.get("TRITON_INTERPRET") == "1" else "compiled"
     print(f"device {device} ({mode}), B={b} L={l} D={d} N={n} {cfg.dtype}")
-    # Allowed max |triton - loop| / max(1, max |loop|): fp32 sums reorder; fp16 and bf16 round.
+    # Allowed max |triton - torch| / max(1, max |torch|): fp32 sums reorder; fp16 and bf16 round.
     rtol = max(1e-3, 10 * torch.finfo(dtype).eps)
     passed = True
     for name, out, ref in zip(["y", *(f"d{k}" for k in inputs)], *results):
         err, scale = (out.float() - ref.float()).abs().max().item(), ref.abs().max().item()
         ok = err <= rtol * max(scale, 1.0)
         passed = passed and ok
-        print(f"  max |{name} - {name}_loop| = {err:.2e} of {scale:.2e}  {'ok' if ok else 'FAIL'}")
-    print("PASS" if passed else f"FAIL: a difference above {rtol:.0e} x max(1, max |loop|)")
-    return passed                                    # True: y and every gradient match the loop
+        print(f"  max |{name} - {name}_torch| = {err:.2e} of {scale:.2e}  {'ok' if ok else 'FAIL'}")
+    print("PASS" if passed else f"FAIL: a difference above {rtol:.0e} x max(1, max |torch|)")
+    return passed                          # True: y and every gradient match the PyTorch scan
 
 
 if __name__ == "__main__":

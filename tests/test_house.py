@@ -99,3 +99,28 @@ def test_no_python_file_is_over_500_lines_or_has_a_line_over_100_columns():
 def test_the_mamba_block_comes_early_in_ssm_py():
     lines = (ROOT / "ssm.py").read_text().splitlines()
     assert next(i for i, line in enumerate(lines) if line.startswith("class MambaBlock")) < 250
+
+
+def loops_with_exp(path):
+    """Line numbers of Python loops whose body calls exp (torch.exp, .exp(), exp2_, ...): the scan
+    recurrence as a loop over time, decay exp(Δ A) inside. Triton kernels (@triton.jit) are
+    compiled, not Python loops, and are left out."""
+    tree = ast.parse(path.read_text())
+    jitted = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
+              and any("jit" in ast.unparse(d) for d in f.decorator_list) for n in ast.walk(f)}
+    found = []
+    for loop in ast.walk(tree):
+        if isinstance(loop, (ast.For, ast.While)) and id(loop) not in jitted:
+            calls = [c.func for c in ast.walk(loop) if isinstance(c, ast.Call)]
+            names = {getattr(f, "attr", getattr(f, "id", "")) for f in calls}
+            if names & {"exp", "exp_", "exp2", "exp2_"}:
+                found.append(loop.lineno)
+    return found
+
+
+def test_the_scans_plain_loop_is_written_once_in_ssm_py():
+    # Smoke checks compare one fast path with another; only the tests hold copies of the loop.
+    assert loops_with_exp(ROOT / "ssm.py")                     # selective_scan_ref's loop
+    copies = {name: lines for name, path in MODULES.items() if name != "ssm"
+              and (lines := loops_with_exp(path))}
+    assert not copies, f"the scan's loop is written again in {copies}"

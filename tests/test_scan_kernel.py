@@ -216,18 +216,18 @@ def test_bad_inputs_raise_one_clear_error(monkeypatch):
             call()
 
 
-def test_smoke_check_compares_the_output_and_every_gradient_with_a_loop(capsys):
+def test_smoke_check_compares_the_output_and_every_gradient_with_the_torch_scan(capsys):
     assert scan_kernel.main(["--length", "19", "--dim", "3", "--dstate", "2"]) is True
     out = capsys.readouterr().out
     for name in ("y", *(f"d{k}" for k in NAMES)):
-        assert f"max |{name} - {name}_loop|" in out
+        assert f"max |{name} - {name}_torch|" in out
     assert out.splitlines()[-1] == "PASS" and "FAIL" not in out
     assert " ms" not in out                              # a correctness check: timing is elsewhere
 
 
-def test_smoke_check_fails_when_the_loop_disagrees(monkeypatch, capsys):
-    loop = scan_kernel._scan_loop
-    monkeypatch.setattr(scan_kernel, "_scan_loop", lambda **x: 1.01 * loop(**x))
+def test_smoke_check_fails_when_the_torch_scan_disagrees(monkeypatch, capsys):
+    torch_scan = scan_kernel.selective_scan_torch
+    monkeypatch.setattr(scan_kernel, "selective_scan_torch", lambda **x: 1.01 * torch_scan(**x))
     assert scan_kernel.main(["--length", "5", "--dim", "2", "--dstate", "2"]) is False
     assert capsys.readouterr().out.splitlines()[-1].startswith("FAIL")
 
