@@ -1,6 +1,9 @@
 """The selective scan in vectorised PyTorch with a hand-written backward: the portable fast path.
+Also the block's causal conv + SiLU as K shifted multiply-adds (causal_conv_silu_torch, same
+signature and semantics as ssm.causal_conv_silu_ref, the plain conv1d).
 
-Same signature and semantics as ssm.selective_scan_ref (the loop that defines the scan):
+selective_scan_torch has the signature and semantics of ssm.selective_scan_ref (the loop that
+defines the scan):
 
     h_t = exp(Δ_t A) * h_{t-1} + Δ_t B_t u_t,    y_t = <h_t, C_t> + D u_t,    y_t *= silu(z_t)
 
@@ -196,3 +199,21 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     dtype, state in fp32. chunk_len: time steps per chunk (default: as many as fit CHUNK_ELEMS);
     results do not depend on it beyond rounding."""
     return _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_len)
+
+
+def causal_conv_silu_torch(x, weight, bias=None):
+    """silu(causal depthwise conv(x)) as ssm.causal_conv_silu_ref computes it: x (B, L, D),
+    weight (D, K), bias (D,) or None -> (B, L, D) in x's dtype. out_t = silu(bias + sum_k
+    weight[:, k] x_{t-(K-1)+k}), zeros before t = 0. Written as K shifted multiply-adds over x
+    padded on the left: on the CPU faster than conv1d on transposed views (forward and backward),
+    and it keeps the channels-last layout that the next ops want. Under autocast x is bf16 while
+    the weights stay fp32; the sums are then fp32 and the output is cast back to x's dtype."""
+    length, kernel = x.shape[1], weight.shape[1]
+    w = weight.t()                                                       # (K, D)
+    x_pad = F.pad(x, (0, 0, kernel - 1, 0))                              # (B, L+K-1, D)
+    out = x_pad[:, :length] * w[0]
+    if bias is not None:
+        out = out + bias
+    for k in range(1, kernel):
+        out = torch.addcmul(out, x_pad[:, k:k + length], w[k])
+    return F.silu(out).to(x.dtype)                                      # (B, L, D)

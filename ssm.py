@@ -10,7 +10,8 @@ Top to bottom, the way the paper draws it:
 A block calls three backend-neutral functions: the scan, the conv + SiLU and the recurrent step.
 Their references are here, in plain PyTorch; the fast versions, with the same signatures, live in
 files of their own that never import this one:
-  scan_torch.py         the scan in chunked, vectorised PyTorch with a hand-written backward
+  scan_torch.py         the scan in chunked, vectorised PyTorch with a hand-written backward,
+                        and the conv + SiLU as K shifted multiply-adds
   scan_cpu.py, .c       C kernels for the CPU: the scan, the conv + SiLU, the recurrent step
   scan_kernel.py        the scan as Triton kernels, for CUDA
 Which of them run is decided once, when a block is built, from its `scan_backend` ("auto" unless
@@ -45,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import scan_cpu
-from scan_torch import selective_scan_torch
+from scan_torch import causal_conv_silu_torch, selective_scan_torch
 
 # "auto" picks the fastest backend available on each device (see the end of the file); the
 # others force one. DM_SCAN_BACKEND, when set, replaces "auto" (never a backend named explicitly).
@@ -89,22 +90,14 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 
 def causal_conv_silu_ref(x, weight, bias=None):
-    """silu(causal depthwise conv(x)), channels last: x (B, L, D), weight (D, K) (conv1d's
-    (D, 1, K) squeezed), bias (D,) or None -> (B, L, D). out_t = silu(bias + sum_k weight[:, k]
-    x_{t-(K-1)+k}), zeros before t = 0: a token sees itself and the K-1 tokens before it.
-    Written as K shifted multiply-adds over x padded on the left: on the CPU faster than
-    nn.Conv1d on transposed views (forward and backward), and it keeps the channels-last layout
-    that the next ops want. The output has x's dtype: under autocast x is bf16 while the weights
-    stay fp32, and the scan wants u in the dtype of delta and z."""
-    length, kernel = x.shape[1], weight.shape[1]
-    w = weight.t()                                                       # (K, D)
-    x_pad = F.pad(x, (0, 0, kernel - 1, 0))                              # (B, L+K-1, D)
-    out = x_pad[:, :length] * w[0]
-    if bias is not None:
-        out = out + bias
-    for k in range(1, kernel):
-        out = torch.addcmul(out, x_pad[:, k:k + length], w[k])
-    return F.silu(out).to(x.dtype)                                      # (B, L, D)
+    """silu(causal depthwise conv1d(x)), channels last: x (B, L, D), weight (D, K) (conv1d's
+    (D, 1, K) squeezed), bias (D,) or None -> (B, L, D) in x's dtype. Padded with K-1 zeros on
+    the left, so out_t sees x_t and the K-1 tokens before it; groups=D: one filter per channel."""
+    length, channels, kernel = x.shape[1], x.shape[2], weight.shape[1]
+    x_pad = F.pad(x.float().transpose(1, 2), (kernel - 1, 0))            # (B, D, K-1+L)
+    out = F.conv1d(x_pad, weight.float().unsqueeze(1), None if bias is None else bias.float(),
+                   groups=channels)                                      # (B, D, L)
+    return F.silu(out).transpose(1, 2).to(x.dtype)                      # (B, L, D)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,13 +319,14 @@ def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
 # ---------------------------------------------------------------------------------------------
 # A backend is the three functions a block calls. "auto" stands for the Triton scan on CUDA when
 # triton imports, the C kernels on the CPU when a C compiler builds them (and d_state fits their
-# fixed-size state), else the chunked PyTorch scan; the conv and the step are the references
-# above except on the C backend, whose C step serves inference only (fp32, no gradients).
+# fixed-size state), else the chunked PyTorch scan. The C backend has its own conv and step (the
+# C step serves inference only: fp32, no gradients); the torch and Triton backends run
+# scan_torch.py's conv and the reference step.
 # scan_kernel.py is imported only when chosen, so the project runs where triton is missing.
 
 Backend = collections.namedtuple("Backend", "name scan conv_silu step")
 REFERENCE = Backend("ref", selective_scan_ref, causal_conv_silu_ref, mamba_step_ref)
-TORCH = Backend("torch", selective_scan_torch, causal_conv_silu_ref, mamba_step_ref)
+TORCH = Backend("torch", selective_scan_torch, causal_conv_silu_torch, mamba_step_ref)
 
 
 @functools.lru_cache(maxsize=None)
@@ -342,7 +336,7 @@ def _load_triton_scan():
         import scan_kernel
     except ImportError as e:
         return None, str(e)
-    return Backend("triton", scan_kernel.selective_scan_triton, causal_conv_silu_ref,
+    return Backend("triton", scan_kernel.selective_scan_triton, causal_conv_silu_torch,
                    mamba_step_ref), None
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import ssm
-from scan_torch import selective_scan_torch
+from scan_torch import causal_conv_silu_torch, selective_scan_torch
 from ssm import (Backend, MambaBackbone, MambaBlock, SSMError, causal_conv_silu_ref,
                  selective_scan, selective_scan_ref)
 
@@ -176,6 +176,30 @@ def test_reference_conv_silu_matches_conv1d_forward_and_gradients(kernel, length
     for got, want in zip(torch.autograd.grad(out, leaves, grad_out),
                          torch.autograd.grad(expected, leaves, grad_out), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@CONV_CASES
+def test_torch_conv_silu_matches_the_reference_forward_and_gradients(kernel, length, bias):
+    xz, weight, b = conv_inputs(kernel, length, bias)
+    leaves = [t for t in (xz, weight, b) if t is not None]
+    grad_out = torch.randn(3, length, 13)
+    out = causal_conv_silu_torch(xz[..., :13], weight, b)       # a strided view, as in the block
+    expected = causal_conv_silu_ref(xz[..., :13], weight, b)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(torch.autograd.grad(out, leaves, grad_out),
+                         torch.autograd.grad(expected, leaves, grad_out), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_silu_keeps_x_dtype_with_fp32_weights():
+    xz, weight, b = conv_inputs(4, 9, True)
+    x = xz.detach()[..., :13].bfloat16()
+    for conv in (causal_conv_silu_ref, causal_conv_silu_torch):
+        out = conv(x, weight.detach(), b.detach())
+        assert out.dtype == torch.bfloat16 and out.shape == x.shape, conv.__name__
+    torch.testing.assert_close(causal_conv_silu_torch(x, weight.detach(), b.detach()).float(),
+                               causal_conv_silu_ref(x, weight.detach(), b.detach()).float(),
+                               rtol=1e-2, atol=1e-2)
 
 
 # ---------------------------------------------------------------------------------------------
