@@ -317,12 +317,15 @@ def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
 # ---------------------------------------------------------------------------------------------
 # Choosing the backend: the one door to the fast paths
 # ---------------------------------------------------------------------------------------------
-# A backend is the three functions a block calls. "auto" stands for the Triton scan on CUDA when
-# triton imports, the C kernels on the CPU when a C compiler builds them (and d_state fits their
-# fixed-size state), else the chunked PyTorch scan. The C backend has its own conv and step (the
-# C step serves inference only: fp32, no gradients); the torch and Triton backends run
-# scan_torch.py's conv and the reference step.
-# scan_kernel.py is imported only when chosen, so the project runs where triton is missing.
+# A backend is the three functions a block calls: scan, conv_silu, step. The rule, applied once
+# when a block is built (resolve_backend):
+#   a named backend runs as named, or an SSMError says why it cannot and what to do;
+#   "auto", replaced by DM_SCAN_BACKEND where that is set, is
+#     on CUDA     triton where it imports, else torch;
+#     on the CPU  c where the C kernels build and d_state <= scan_cpu.MAX_D_STATE, else torch.
+# The C backend has its own conv and step (its step serves inference only: fp32, no gradients);
+# torch and triton run scan_torch.py's conv and the reference step. scan_kernel.py is imported
+# only when chosen, so the project runs where triton is missing.
 
 Backend = collections.namedtuple("Backend", "name scan conv_silu step")
 REFERENCE = Backend("ref", selective_scan_ref, causal_conv_silu_ref, mamba_step_ref)
@@ -378,11 +381,9 @@ def backend_from_env():
 
 
 def resolve_backend(name, device, d_state=None):
-    """The backend that `name` (one of SCAN_BACKENDS, or None for "auto") stands for on `device`
-    (a torch.device or "cpu" / "cuda"), for a state of size d_state: a name other than "auto".
-    DM_SCAN_BACKEND, when set, replaces "auto" (checked by backend_from_env)."""
-    if name in (None, "auto"):
-        name = backend_from_env() or "auto"
+    """The rule above: the backend, a name other than "auto", that `name` (one of SCAN_BACKENDS,
+    or None for "auto") stands for on `device` (a torch.device, "cpu" or "cuda")."""
+    name = (backend_from_env() or "auto") if name in (None, "auto") else name
     if name not in SCAN_BACKENDS:
         raise SSMError(f"Unknown scan backend {name!r} (from scan_backend or {BACKEND_ENV}); "
                        f"choose one of {', '.join(SCAN_BACKENDS)}.")
