@@ -171,10 +171,9 @@ class MambaBlock(nn.Module):
         x = backend.conv_silu(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)  # (B, L, d_inner)
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         # dt (B, L, dt_rank); B, C (B, L, N): Δ, B and C depend on the token (the "selective" part)
-        # Δ before dt_proj's bias and the softplus, which the scan applies. The weight is
-        # multiplied as a contiguous (rank, D) copy: its gradient is then dt^T g, a (rank, D)
-        # result, which the CPU computes faster than the (D, rank) g^T dt that a transposed
-        # view's gradient asks for (benchmarks/bench_cpu_ops.py).
+        # Δ before dt_proj's bias and the softplus, which the scan applies. The weight enters as
+        # a contiguous (rank, D) copy, so its gradient is the (rank, D) product dt^T g (why:
+        # benchmarks/bench_cpu_ops.py and its results/bench-cpu-ops-*.json).
         delta = dt @ self.dt_proj.weight.t().contiguous()                # (B, L, d_inner)
         A = -torch.exp(self.A_log.float())                               # (d_inner, N)
         y = backend.scan(x, delta, A, B, C, self.D.float(), z,
@@ -196,8 +195,8 @@ class MambaBlock(nn.Module):
         if one_token:
             x = x.unsqueeze(1)                                           # (B, 1, d_model)
         backend = self.backend_cuda if x.is_cuda else self.backend_cpu
-        # The projections skip the module call (F.linear on their weights): at small batch an op
-        # costs about its launch overhead, and acting runs this once per env step.
+        # The projections as F.linear on their weights, without the module call: acting runs
+        # this once per env step.
         xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)        # (B, T, 2 * d_inner)
         y, cache = backend.step(xz, *cache, self.conv1d.weight.squeeze(1), self.conv1d.bias,
                                 self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
@@ -277,11 +276,9 @@ class MambaBackbone(nn.Module):
 #                     (the reference keeps K slots and shifts before use; keeping only the past
 #                     makes "window = past + new tokens" read directly);
 #   ssm  (B, D, N)    the scan's state h_{t-1}, in fp32 whatever the weights' dtype.
-# step() takes T new tokens at once and returns the cache after them. Feeding a few tokens in one
-# call costs about what one token costs (at small batch an op costs about its launch overhead,
-# whatever its size), so the DecisionModel feeds a_{t-1}, R_t, s_t together: one pass through the
-# layers per env step instead of three. For the same reason the conv below is one batched matrix
-# product over the unfolded windows rather than K multiply-adds.
+# step() takes T new tokens at once and returns the cache after them, so the DecisionModel feeds
+# a_{t-1}, R_t, s_t together: one pass through the layers per env step instead of three. The conv
+# below is one batched product of the unfolded windows (B, D, T, K) with the weights (D, K, 1).
 
 def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_weight,
                    dt_proj_weight, dt_proj_bias, A_log, D):
