@@ -17,7 +17,8 @@ from policies import td3
 
 TINY = 300  # transitions in a tiny dataset
 # issue #11's floors for the datasets' policies (mean return over >= 10 episodes, no noise)
-MEDIUM_FLOOR = {"hopper": 1400.0, "halfcheetah": 4000.0, "walker2d": 2500.0}
+# hopper: issue 24 asks for D4RL's medium level, [1200, 1800] (D4RL 1422); #11 had asked 1400
+MEDIUM_FLOOR = {"hopper": 1200.0, "halfcheetah": 4000.0, "walker2d": 2500.0}
 EXPERT_FLOOR = {"hopper": 3000.0, "halfcheetah": 8000.0, "walker2d": 4000.0}
 
 
