@@ -248,9 +248,11 @@ def plot_pilot(curves, path):
     {"raw"|"ema": [(step, mean score over seeds)]}."""
     plt = _pyplot()
     cells = sorted(curves)
+    recipes = sorted({recipe for by_recipe in curves.values() for recipe in by_recipe})
     fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.4), squeeze=False)
     for ax, cell in zip(axes[0], cells):
-        for i, (recipe, lines) in enumerate(sorted(curves[cell].items())):
+        for recipe, lines in sorted(curves[cell].items()):
+            i = recipes.index(recipe)  # one colour per recipe in every panel
             for kind, style in (("raw", "-"), ("ema", "--")):
                 if lines.get(kind):
                     steps, values = zip(*lines[kind])
