@@ -193,3 +193,11 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_started_again(hopper_d
     train.train(tiny(hopper_data, run_dir))
     assert TrainConfig  # the config class the tests build from
     assert (run_dir / "eval.json").exists()
+
+
+def test_the_course_copy_past_a_real_file_size_limit_is_one_sentence(tmp_path):
+    proc = child([ROOT / "course" / "assignments.py", "student", tmp_path / "copy"], tmp_path,
+                 limit_bytes=50_000)  # REPORT.md and the larger sources do not fit
+    _, err = proc.communicate(timeout=300)
+    message = one_sentence(err)
+    assert proc.returncode == 1 and ("file-size limit" in message or "File too large" in message)
