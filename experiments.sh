@@ -19,6 +19,7 @@
 #                                       (SEEDS), runs in runs/report-v2/, the score on test seeds
 #                                       with that estimator; memory-jobs / memory: issue 28's
 #                                       variants on hopper and walker2d medium, 3 seeds
+#   bash experiments.sh data            make every dataset the jobs use (run does it first too)
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
 #   python benchmarks/report.py results/report-runs/* --pilot results/pilot/* \
@@ -34,8 +35,9 @@
 # On a cluster, each line is one array task (SLURM):
 #   bash experiments.sh jobs > jobs.txt
 #   sbatch --array=1-$(wc -l < jobs.txt) --cpus-per-task=1 --wrap 'sed -n "${SLURM_ARRAY_TASK_ID}p" jobs.txt | bash'
-# Datasets are generated on first use; generate them first (policies/collect.py dataset) so that two
-# tasks never write the same file.
+# `run`, `memory` and `pilot2` first make the datasets their jobs need, one at a time (policies/
+# collect.py dataset), so that two jobs never write the same file; on a cluster, run
+# `bash experiments.sh data` once before the array.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
@@ -94,6 +96,23 @@ memory_jobs() {  # issue 28: positions only x {DT K=20, DT K=60, Mamba K=20, Mam
     echo "bash experiments.sh one dt-$env-medium-delayed-s$seed --model dt $base --reward delayed"
     echo "bash experiments.sh one mamba-$env-medium-delayed-s$seed --model mamba $base --reward delayed"
   done; done
+}
+
+check_python() {  # one sentence instead of a failed job per line when torch is missing
+  $PYTHON -c "import torch, gymnasium, h5py" 2> /dev/null || {
+    echo "error: '$PYTHON' cannot import torch, gymnasium and h5py: activate the project's venv (. .venv/bin/activate) or set PYTHON, as README.md's install section says." >&2
+    exit 2; }
+}
+
+make_data() {  # make_data < JOB_LINES: the datasets the jobs train on, made one at a time
+  local env dataset
+  sed -n 's/.*--env \([a-z0-9]*\) --dataset \([a-z-]*\).*/\1 \2/p' | sort -u |
+    while read -r env dataset; do
+      [ -f "data/$env-$dataset.hdf5" ] && continue
+      echo "making data/$env-$dataset.hdf5 (policies/collect.py dataset)"
+      $PYTHON policies/collect.py dataset --env "$env" --level "$dataset" < /dev/null \
+        || { echo "error: making data/$env-$dataset.hdf5 failed (see above)." >&2; exit 2; }
+    done
 }
 
 one() {  # one NAME TRAIN_FLAGS...
@@ -181,14 +200,15 @@ pilot2_one() {  # pilot2-one NAME RECIPE TRAIN_FLAGS...: train on validation see
 case ${1:-} in
   pilot2-jobs) pilot2_jobs ;;
   pilot2-one) shift; pilot2_one "$@" ;;
-  pilot2) pilot2_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
+  pilot2) check_python; pilot2_jobs | make_data; pilot2_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   jobs) jobs ;;
   memory-jobs) [ "$RUNS" = runs/report-v2 ] || { echo "error: the memory runs use the second protocol: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
                memory_jobs ;;
   memory) [ "$RUNS" = runs/report-v2 ] || { echo "error: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
-          memory_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
+          check_python; memory_jobs | make_data; memory_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
   pilot) mkdir -p logs; pilot ;;
   one) shift; one "$@" ;;
-  run) jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
+  data) check_python; { jobs; memory_jobs; } | make_data ;;
+  run) check_python; jobs | make_data; jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see its log in logs/)"' ;;
   *) sed -n '2,/^set -e/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -141,3 +141,28 @@ def test_a_second_protocol_job_trains_the_recipe_and_scores_its_estimator_on_tes
     assert calls[1] == ("evaluate.py runs/report-v2/mamba-walker2d-medium-positions-s0 "
                         "--episodes 100 --target 5000 2500 --last 3")  # test seeds: the default
     assert len(calls) == 2  # a variant gets no target sweep
+
+
+def test_run_makes_each_missing_dataset_once_before_any_job_and_without_torch_says_so(tmp_path):
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hopper-medium.hdf5").write_text("made before")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "0"}
+    subprocess.run(["bash", "experiments.sh", "run", "1"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    made = [c for c in calls if c.startswith("policies/collect.py dataset")]
+    expected = {f"policies/collect.py dataset --env {e} --level {d}"
+                for e in ("hopper", "halfcheetah", "walker2d")
+                for d in ("medium", "medium-replay", "medium-expert")}
+    assert sorted(made) == sorted(expected - {"policies/collect.py dataset --env hopper "
+                                              "--level medium"})  # each once, none made twice
+    first_train = next(i for i, c in enumerate(calls) if c.startswith("train.py"))
+    assert max(calls.index(c) for c in made) < first_train  # all data before any training
+    no_torch = subprocess.run(["bash", "experiments.sh", "run", "1"], cwd=tmp_path,
+                              env={**env, "PYTHON": "/bin/false"}, capture_output=True, text=True)
+    assert no_torch.returncode == 2
+    assert no_torch.stderr.count("\n") == 1 and "activate the project's venv" in no_torch.stderr
