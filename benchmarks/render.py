@@ -9,6 +9,8 @@
   aggregate_section REPORT.md's "Over all tasks": IQM, P(Mamba > DT), performance profiles
   pilot_v2_section  REPORT.md's protocol pilot: the candidates, RULE.md applied, their curves
   memory_section    REPORT.md's "Where memory matters": each variant's drop, DT vs Mamba
+  lottery_section   REPORT.md's seed lottery: each cell's seed spread and verdict, the first
+                    protocol's records beside the second's
 
 Standard library, numpy and matplotlib only (no torch): profile.py's results are plain dicts
 (profile.py's docstring says what they hold) and report.py's runs are stats.Run records.
@@ -341,6 +343,67 @@ def pilot_v2_section(folder, figures, rel):
     png = figures / "pilot-v2.png"
     plot_pilot(curves, png)
     return doc + [f"![the pilot's candidates]({rel(png)})", ""]
+
+
+def _protocol(run):
+    """How a run was trained and scored, read from its records."""
+    train, scored = run.train, run.eval_config
+    seeds = scored.get("seeds") or ("test" if scored.get("seed", 0) >= 500_000 else  # TEST_SEED
+                                    "validation (those of the periodic evaluations too)")
+    return (f"{train['steps']} steps, {train.get('lr_schedule', 'constant')} lr, scored from the "
+            f"{scored.get('estimator', 'last checkpoint, raw weights')} on "
+            f"{scored.get('episodes', '?')} episodes of {seeds} seeds")
+
+
+def lottery_section(before, after):
+    """Each env x dataset cell's seed spread and verdict at its higher target under the first
+    protocol (`before`, stats.groups_of of results/report-runs-v1) and the second (`after`)."""
+    cells = {}
+    for name, groups in (("before", before), ("after", after)):
+        for (env, dataset, model, variant), runs in experiments(groups).items():
+            if variant == "K=20":
+                cells.setdefault((env, dataset), {}).setdefault(name, {})[model] = runs
+    rows, decided, sds = [], defaultdict(int), defaultdict(list)
+    for (env, dataset), by_name in sorted(cells.items()):
+        row = [env, dataset]
+        for name in ("before", "after"):
+            by_model = by_name.get(name, {})
+            if {"dt", "mamba"} - by_model.keys():
+                row += ["-", "-", "-", "no records"]
+                continue
+            target = max(res["target_return"] for runs in by_model.values() for r in runs
+                         for res in r.evals)
+            dt, mamba = (scores(by_model[m], target) for m in ("dt", "mamba"))
+            said = verdict(welch_interval(dt, mamba))
+            decided[name] += said != "undecided" and not said.startswith("too few")
+            for model, values in (("dt", dt), ("mamba", mamba)):
+                sd = over_seeds(values)[1]
+                if env in ("hopper", "walker2d") and sd is not None:
+                    sds[name, model].append(sd)
+            data = by_model["dt"][0].config.get("data", {}).get("return_mean")
+            row += [f"{len(dt)} / {len(mamba)}", *(f"{over_seeds(v)[1] or float('nan'):.1f}"
+                                                   for v in (dt, mamba)),
+                    f"{said} (data mean {data:.0f})" if data is not None else said]
+        rows.append(row)
+    if not any("after" in by_name for by_name in cells.values()):
+        return []
+    first = next(r for g in before.values() for r in g)
+    second = next(r for g in after.values() for r in g)
+    mean_sd = {k: float(np.mean(v)) for k, v in sds.items()}
+    spread = "; ".join(f"{MODEL_NAMES[m]} {mean_sd.get(('before', m), float('nan')):.1f} -> "
+                       f"{mean_sd.get(('after', m), float('nan')):.1f}" for m in ("dt", "mamba"))
+    return ["## The seed lottery, before and after", "",
+            f"Before (REPORT.md's first protocol, results/report-runs-v1): {_protocol(first)}. "
+            f"After (the protocol pilot's choice): {_protocol(second)}. Each cell at its higher "
+            "target; sd: the standard deviation over seeds of the normalised score; a cell is "
+            "decided when its verdict names a model or says equivalent. A dataset whose mean "
+            "return changed between the two (hopper's, remade at D4RL's level) is not the same "
+            "task.", "",
+            f"Cells decided: {decided['before']} before, {decided['after']} after, of "
+            f"{len(rows)}. Mean seed sd over the hopper and walker2d cells: {spread}.", "",
+            *md_table(["env", "dataset", "seeds DT / Mamba, before", "DT sd", "Mamba sd",
+                      "verdict before", "seeds after", "DT sd", "Mamba sd", "verdict after"],
+                     rows), ""]
 
 
 def memory_section(groups, figures, rel):

@@ -38,8 +38,8 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root
 from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
                  one_sentence_write_errors, option, parse_config, refuse_to_replace)
 from data import normalized_score
-from benchmarks.render import aggregate_section, curve_of, drawn_by_matplotlib, memory_section, \
-    pilot_v2_section, plot_bands, plot_targets
+from benchmarks.render import aggregate_section, curve_of, drawn_by_matplotlib, \
+    lottery_section, memory_section, pilot_v2_section, plot_bands, plot_targets
 from benchmarks.stats import (MARGIN, MODEL_NAMES, PATIENCE, converged_step, experiments,
                               group_name, groups_of, over_seeds, pm, read_json, read_runs,
                               score_cell, scores, verdict, welch_interval)
@@ -69,6 +69,8 @@ class ReportConfig:
                          nargs="*")
     pilot: tuple = option((), "run folders of the pilot that chose the step budget (their "
                               "periodic evaluations are plotted)", type=str, nargs="+")
+    before: tuple = option((), "run folders of the first protocol (results/report-runs-v1/*): "
+                               "the seed lottery before and after", type=str, nargs="+")
     pilot_v2: str = option(None, "folder of the protocol pilot's records (results/pilot-v2): "
                                  "its candidates, with RULE.md's rule applied", type=str)
     profile: tuple = option((), "profile.py result files (none given: results/profile-*.json, "
@@ -218,6 +220,7 @@ def shell_paths(paths):
 def report_command(cfg: ReportConfig):
     return " ".join(["python", "benchmarks/report.py", *shell_paths(cfg.runs), *(
         ["--pilot", *shell_paths(cfg.pilot)] if cfg.pilot else []), *(
+        ["--before", *shell_paths(cfg.before)] if cfg.before else []), *(
         ["--pilot-v2", shlex.quote(cfg.pilot_v2)] if cfg.pilot_v2 else []), *(
         ["--profile", *shell_paths(cfg.profile)] if cfg.profile else []),
         "--out", shlex.quote(cfg.out), "--figures", shlex.quote(str(figures_folder(cfg))),
@@ -350,6 +353,8 @@ def write_report(cfg: ReportConfig) -> Path:
         if len(table) > 2:
             doc += [f"At {name}:", ""] + table + [""]
     doc += aggregate_section(groups, figures, rel, cfg.bootstrap_reps)
+    if cfg.before:
+        doc += lottery_section(groups_of(read_runs(cfg.before)[0]), groups)
     doc += ["### Every experiment at its own target", "",
             "ep. sd: the standard deviation over episodes, averaged over seeds; fell: episodes "
             "that ended by falling rather than at the 1000-step limit.", ""]

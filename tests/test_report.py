@@ -261,3 +261,33 @@ def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_th
     assert mamba_row.endswith(f"[{lo:+.1f}, {hi:+.1f}] | Mamba K=20 better |")  # beats the DT
     assert "| hopper | delayed | DT K=20 |" in text
     assert (tmp_path / "figures" / "memory-drops.png").stat().st_size > 0
+
+
+def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(tmp_path):
+    before, after = tmp_path / "v1", tmp_path / "v2"
+    for seed in range(3):  # before: wide spreads, undecided; after: 5 seeds, tight, Mamba better
+        fake_run(before / f"dt-s{seed}", "dt", seed, [500.0 + 900 * seed])
+        fake_run(before / f"mamba-s{seed}", "mamba", seed, [2000.0 - 800 * seed])
+    for seed in range(5):
+        fake_run(after / f"dt-s{seed}", "dt", seed, [1000.0 + 10 * seed], steps=40,
+                 lr_schedule="constant", ema=0.999)
+        fake_run(after / f"mamba-s{seed}", "mamba", seed, [2000.0 + 20 * seed], steps=40,
+                 lr_schedule="constant", ema=0.999)
+    eval_json = after / "dt-s0" / "eval.json"
+    record = json.loads(eval_json.read_text())
+    record["config"].update(seed=500000, seeds="test", estimator="last checkpoint, ema weights")
+    eval_json.write_text(json.dumps(record))
+    groups = [stats.groups_of(stats.read_runs(sorted(p.iterdir()))[0]) for p in (before, after)]
+    text = "\n".join(render.lottery_section(*groups))
+    sd = lambda returns: float(np.std([score(r) for r in returns], ddof=1))  # noqa: E731
+    row = next(line for line in text.splitlines() if line.startswith("| hopper | medium |"))
+    assert row == (f"| hopper | medium | 3 / 3 | {sd([500, 1400, 2300]):.1f} | "
+                   f"{sd([2000, 1200, 400]):.1f} | undecided (data mean 1500) | 5 / 5 | "
+                   f"{sd([1000 + 10 * s for s in range(5)]):.1f} | "
+                   f"{sd([2000 + 20 * s for s in range(5)]):.1f} | Mamba better (data mean 1500) |")
+    assert "Cells decided: 0 before, 1 after, of 1." in text
+    assert "20 steps, constant lr, scored from the last checkpoint, raw weights on 2 episodes of " \
+           "validation" in text                                            # the first protocol
+    assert "40 steps, constant lr, scored from the last checkpoint, ema weights on 2 episodes " \
+           "of test seeds" in text                                         # the second
+    assert render.lottery_section(groups[0], {}) == []                  # nothing after: no section
