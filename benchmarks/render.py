@@ -349,10 +349,11 @@ def _protocol(run):
     """How a run was trained and scored, read from its records."""
     train, scored = run.train, run.eval_config
     seeds = scored.get("seeds") or ("test" if scored.get("seed", 0) >= 500_000 else  # TEST_SEED
-                                    "validation (those of the periodic evaluations too)")
+                                    "validation")
+    shared = ", the periodic evaluations' own" if seeds == "validation" else ""
     return (f"{train['steps']} steps, {train.get('lr_schedule', 'constant')} lr, scored from the "
             f"{scored.get('estimator', 'last checkpoint, raw weights')} on "
-            f"{scored.get('episodes', '?')} episodes of {seeds} seeds")
+            f"{scored.get('episodes', '?')} episodes ({seeds} seeds{shared})")
 
 
 def lottery_section(before, after):

@@ -286,8 +286,8 @@ def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(t
                    f"{sd([1000 + 10 * s for s in range(5)]):.1f} | "
                    f"{sd([2000 + 20 * s for s in range(5)]):.1f} | Mamba better (data mean 1500) |")
     assert "Cells decided: 0 before, 1 after, of 1." in text
-    assert "20 steps, constant lr, scored from the last checkpoint, raw weights on 2 episodes of " \
-           "validation" in text                                            # the first protocol
+    assert "20 steps, constant lr, scored from the last checkpoint, raw weights on 2 episodes " \
+           "(validation seeds, the periodic evaluations' own)" in text     # the first protocol
     assert "40 steps, constant lr, scored from the last checkpoint, ema weights on 2 episodes " \
-           "of test seeds" in text                                         # the second
+           "(test seeds)" in text                                          # the second
     assert render.lottery_section(groups[0], {}) == []                  # nothing after: no section
