@@ -136,18 +136,27 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, mask):
-        """x (B, T, C), mask (B, 1, T, T) -> (B, T, C)."""
+    def forward(self, x, mask, rows=None):
+        """x (B, T, C), mask (B, 1, T, T) -> (B, T, C); with `rows` (token positions), only those
+        tokens ask queries: keys and values still come from all T tokens -> (B, T_rows, C)."""
         B, T, C = x.shape
         H, hs = self.n_head, C // self.n_head
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
-        q, k, v = (t.view(B, T, H, hs).transpose(1, 2) for t in (q, k, v))  # 3 x (B, H, T, hs)
+        if rows is None:
+            q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        else:
+            w_q, w_kv = self.qkv.weight.split((C, 2 * C))
+            b_q, b_kv = self.qkv.bias.split((C, 2 * C))
+            q = F.linear(x[:, rows], w_q, b_q)  # (B, T_rows, C)
+            k, v = F.linear(x, w_kv, b_kv).split(C, dim=2)  # 2 x (B, T, C)
+            mask = mask[:, :, rows]  # (B, 1, T_rows, T)
+        q = q.view(B, -1, H, hs).transpose(1, 2)  # (B, H, T_rows, hs)
+        k, v = (t.view(B, T, H, hs).transpose(1, 2) for t in (k, v))  # 2 x (B, H, T, hs)
         p = self.dropout if self.training else 0.0
         if self.fast:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         else:
-            y = attention_ref(q, k, v, mask, dropout_p=p)  # (B, H, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+            y = attention_ref(q, k, v, mask, dropout_p=p)  # (B, H, T_rows, hs)
+        y = y.transpose(1, 2).reshape(B, -1, C)  # (B, T_rows, C)
         return self.resid_drop(self.proj(y))
 
 
@@ -173,9 +182,11 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config)
 
-    def forward(self, x, mask):
-        x = x + self.attn(self.ln_1(x), mask)
-        return x + self.mlp(self.ln_2(x))  # (B, T, C)
+    def forward(self, x, mask, rows=None):
+        """rows: token positions whose outputs are wanted (None = all); the others are not
+        computed past the attention's keys and values (used by the last block)."""
+        x = (x if rows is None else x[:, rows]) + self.attn(self.ln_1(x), mask, rows)
+        return x + self.mlp(self.ln_2(x))  # (B, T, C) or (B, T_rows, C)
 
 
 def _init_gpt_style(module):
@@ -195,14 +206,16 @@ class GPTBackbone(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.apply(_init_gpt_style)
 
-    def forward(self, x, padding_mask=None):
+    def forward(self, x, padding_mask=None, rows=None):
+        """rows: token positions (an index or slice) whose outputs are returned, (B, T_rows, C);
+        the last block computes only those (the model reads actions from state tokens only)."""
         B, T, _ = x.shape
         if padding_mask is None:
             padding_mask = torch.ones(B, T, device=x.device)
         mask = attention_mask(padding_mask)  # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)
-        return x  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, rows if i == len(self.blocks) - 1 else None)
+        return x  # (B, T, C) or (B, T_rows, C)
 
 
 # ----------------------------------------------------------------------------- the model
@@ -270,7 +283,7 @@ class DecisionModel(nn.Module):
         # layer computes only those: s_1 .. s_K, or s_K alone.
         rows = slice(3 * K - 2, 3 * K - 1) if last_only else slice(1, 3 * K, 3)
         # exercise 2: end
-        x = self.ln_f(self.backbone(x, padding_mask=token_mask)[:, rows])  # (B, K or 1, C)
+        x = self.ln_f(self.backbone(x, padding_mask=token_mask, rows=rows))  # (B, K or 1, C)
         action_pred = self.predict_action(x)  # (B, K or 1, act), from s_t
         loss = None
         if targets is not None:

@@ -182,7 +182,9 @@ class MambaBlock(nn.Module):
         self.backend_cpu = load_backend(resolve_backend(config.scan_backend, "cpu", d_state))
         self.backend_cuda = load_backend(resolve_backend(config.scan_backend, "cuda", d_state))
 
-    def forward(self, x):                                                # x: (B, L, d_model)
+    def forward(self, x, rows=None):                                     # x: (B, L, d_model)
+        """rows: token positions (index or slice) whose outputs are returned (None = all);
+        the scan runs over every token either way, only out_proj is spared."""
         backend = self.backend_cuda if x.is_cuda else self.backend_cpu
         x, z = self.in_proj(x).chunk(2, dim=-1)                          # (B, L, d_inner) each
         x = backend.conv_silu(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)  # (B, L, d_inner)
@@ -195,7 +197,7 @@ class MambaBlock(nn.Module):
         A = -torch.exp(self.A_log.float())                               # (d_inner, N)
         y = backend.scan(x, delta, A, B, C, self.D.float(), z,
                          delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
-        return self.out_proj(y)                                          # (B, L, d_model)
+        return self.out_proj(y if rows is None else y[:, rows])         # (B, L or L_rows, d_model)
 
     def init_cache(self, batch, device):
         """Empty recurrent state (conv, ssm), as described before mamba_step_ref below."""
@@ -227,8 +229,8 @@ class ResidualBlock(nn.Module):
         self.mixer = MambaBlock(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x):                                                # (B, L, d_model)
-        return x + self.drop(self.mixer(self.norm(x)))
+    def forward(self, x, rows=None):                                     # (B, L, d_model)
+        return (x if rows is None else x[:, rows]) + self.drop(self.mixer(self.norm(x), rows))
 
     def step(self, x, cache):                                   # (B, d_model) or (B, T, d_model)
         y, cache = self.mixer.step(self.norm(x), cache)
@@ -249,12 +251,13 @@ class MambaBackbone(nn.Module):
             for layer in self.layers:
                 layer.mixer.out_proj.weight /= math.sqrt(n_layer)
 
-    def forward(self, x, padding_mask=None):
+    def forward(self, x, padding_mask=None, rows=None):
         """padding_mask (B, L) is accepted and ignored: padding sits on the RIGHT and every layer is
         causal, so padded tokens can only change outputs at padded positions, which the loss
-        masks (left padding would need the inputs zeroed and a reset state)."""
-        for layer in self.layers:
-            x = layer(x)
+        masks (left padding would need the inputs zeroed and a reset state).
+        rows: token positions whose outputs are returned, (B, L_rows, d_model) (None = all)."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rows if i == len(self.layers) - 1 else None)
         return x
 
     def scan_backend(self, device):
