@@ -40,11 +40,15 @@ class ModelError(ValueError):
 
 @dataclass
 class DecisionConfig:
+    """The model's settings, one default each: a small model that trains on a CPU (train.py
+    --preset paper sets the DT paper's d_model 128, n_layer 3, mamba_n_layer 5). The Mamba
+    backbone (ssm.MambaBackbone) reads d_model, mamba_n_layer, d_state, d_conv, expand, dropout
+    and scan_backend from it."""
     state_dim: int = field(metadata={"help": "size of an observation vector"})
     act_dim: int = field(metadata={"help": "size of an action vector (actions lie in [-1, 1])"})
     backbone: str = field(default="gpt", metadata={"help": "sequence backbone: gpt | mamba"})
-    d_model: int = field(default=128, metadata={"help": "model width C, shared by both backbones"})
-    n_layer: int = field(default=3, metadata={"help": "GPT blocks (backbone gpt)"})
+    d_model: int = field(default=64, metadata={"help": "model width C, shared by both backbones"})
+    n_layer: int = field(default=2, metadata={"help": "GPT blocks (backbone gpt)"})
     n_head: int = field(default=1, metadata={"help": "attention heads per GPT block"})
     dropout: float = field(default=0.1, metadata={"help": "dropout probability (embeddings, "
                                                           "attention, residual branches)"})
@@ -52,8 +56,9 @@ class DecisionConfig:
                                                            "(3K tokens)"})
     max_ep_len: int = field(default=1000, metadata={"help": "rows of the timestep embedding table; "
                                                             "later steps are clipped to the last"})
-    mamba_n_layer: int = field(default=5, metadata={"help": "Mamba blocks (backbone mamba); 5 "
-                                                            "matches the GPT's parameter count"})
+    mamba_n_layer: int = field(default=3, metadata={"help": "Mamba blocks (backbone mamba); 1.5 "
+                                                            "per GPT block matches its parameter "
+                                                            "count (3 for 2, 5 for 3)"})
     d_state: int = field(default=16, metadata={"help": "Mamba SSM state size N per channel"})
     d_conv: int = field(default=4, metadata={"help": "Mamba causal depthwise convolution width"})
     expand: int = field(default=2, metadata={"help": "Mamba inner width = expand * d_model"})
@@ -245,9 +250,7 @@ class DecisionModel(nn.Module):
         if config.backbone == "gpt":
             self.backbone = GPTBackbone(config)
         else:
-            self.backbone = MambaBackbone(config.d_model, config.mamba_n_layer, config.d_state,
-                                          config.d_conv, config.expand, config.dropout,
-                                          config.scan_backend)
+            self.backbone = MambaBackbone(config)
 
     def _time(self, timesteps):
         return self.embed_timestep(timesteps.clamp(0, self.config.max_ep_len - 1))

@@ -1,6 +1,6 @@
 """Profile the Decision Transformer against the Decision Mamba: speed and memory.
 
-Both models at dt.DecisionConfig's defaults (matched parameter counts), HalfCheetah's sizes
+Both models at the DT paper's sizes (benchmarks/timing.py's PAPER_SIZES), HalfCheetah's sizes
 (--state-dim 11 --act-dim 3: Hopper's), one device. The measurements (--sweeps):
   latency  per env step vs context K, batch 1 and 100: DT and Mamba re-encoding a K-step window,
            the Mamba acting recurrently (step + step_action, at episode position >= K);

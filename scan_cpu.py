@@ -3,7 +3,7 @@
 Three kernels, each one call where eager PyTorch needs a dozen or more ops:
   selective_scan_cpu     softplus, scan, D skip and silu(z) gate, forward and backward
   causal_conv_silu_cpu   the block's causal depthwise conv + SiLU, forward and backward
-  mamba_step_cpu         the recurrent step of the block's middle (conv to gate), inference only
+  mamba_step_cpu         a block's recurrent step, its middle (conv to gate) in C; inference only
 
 Each has the signature of its reference in ssm.py (selective_scan_ref, causal_conv_silu_ref,
 mamba_step_ref); this file does not import ssm.py, which picks these kernels on the CPU.
@@ -40,8 +40,9 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from scan_torch import selective_scan_torch
+from scan_torch import mamba_step_torch, selective_scan_torch
 
 SOURCE = Path(__file__).with_name("scan_cpu.c")
 # Tried in order; the first that compiles wins. -ffast-math lets the compiler vectorise the sums
@@ -341,20 +342,26 @@ def causal_conv_silu_cpu(x, weight, bias=None):
     return _CausalConvSiluCpu.apply(x, weight, bias)
 
 
-def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_weight,
-                   dt_proj_weight, dt_proj_bias, A_log, D):
-    """The middle of MambaBlock.step in one C call, for inference (no autograd), fp32 CPU
-    tensors: xz (B, T, 2 D) is in_proj's output for T new tokens; conv_state (B, D, K-1) and
-    ssm_state (B, D, N) the cache, left untouched. Returns y (B, T, D), gated, before out_proj,
-    and the new (conv_state, ssm_state)."""
+def mamba_step_cpu(block, x, cache):
+    """A Mamba block's recurrent step (same signature and results as ssm.mamba_step_ref, up to
+    rounding) with its middle, conv to gate, in one C call: x (B, T, d_model), T new tokens of
+    the mixer's input, on the CPU; cache (conv (B, D, K-1), ssm (B, D, N)), left untouched ->
+    (y (B, T, d_model), new cache). Reads the block's weights by attribute. The C step computes
+    no gradients and only fp32: with gradients wanted, or another dtype, scan_torch's step runs."""
+    _on_cpu(x, "mamba_step_cpu")
+    xz = F.linear(x, block.in_proj.weight, block.in_proj.bias)          # (B, T, 2 D)
+    if xz.dtype != torch.float32 or xz.requires_grad:
+        return mamba_step_torch(block, x, cache)
     # hidden 6: begin
-    _on_cpu(xz, "mamba_step_cpu")
+    conv_state, ssm_state = cache
     batch, tokens, _ = xz.shape
-    channels, kernel = conv_weight.shape[0], conv_weight.shape[-1]
-    d_state, rank = A_log.shape[1], dt_proj_weight.shape[1]
-    weights = [w.contiguous() for w in (conv_weight, x_proj_weight, dt_proj_weight, dt_proj_bias,
-                                        -torch.exp(A_log), D)]
-    conv_bias = conv_bias.contiguous() if conv_bias is not None else xz.new_zeros(channels)
+    conv_weight = block.conv1d.weight.squeeze(1)                         # (D, K)
+    channels, kernel = conv_weight.shape
+    d_state, rank = block.A_log.shape[1], block.dt_proj.weight.shape[1]
+    weights = [w.contiguous() for w in (conv_weight, block.x_proj.weight, block.dt_proj.weight,
+                                        block.dt_proj.bias, -torch.exp(block.A_log), block.D)]
+    conv_bias = (block.conv1d.bias.contiguous() if block.conv1d.bias is not None
+                 else xz.new_zeros(channels))
     conv_w, x_proj_w, dt_proj_w, dt_bias, A, skip = weights
     args = _StepArgs(conv_w.data_ptr(), conv_bias.data_ptr(), x_proj_w.data_ptr(),
                      dt_proj_w.data_ptr(), dt_bias.data_ptr(), A.data_ptr(), skip.data_ptr(),
@@ -367,7 +374,9 @@ def mamba_step_cpu(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
     _lib().block_step(ctypes.byref(args), xz.data_ptr(), conv_in.data_ptr(), h_in.data_ptr(),
                       y.data_ptr(), conv_out.data_ptr(), h_out.data_ptr(), scratch.data_ptr(),
                       batch, tokens, threads)
-    return y, (conv_out, h_out)
+    return F.linear(y, block.out_proj.weight, block.out_proj.bias), (conv_out, h_out)
+    # hidden 6: student
+    # return mamba_step_torch(block, x, cache)  # the C step would give exercise 6 away
     # hidden 6: end
 
 

@@ -1,6 +1,8 @@
 """The selective scan in vectorised PyTorch with a hand-written backward: the portable fast path.
 Also the block's causal conv + SiLU as K shifted multiply-adds (causal_conv_silu_torch, same
-signature and semantics as ssm.causal_conv_silu_ref, the plain conv1d).
+signature and semantics as ssm.causal_conv_silu_ref, the plain conv1d), and the block's recurrent
+step written for acting (mamba_step_torch, as ssm.mamba_step_ref; it reads the block's weights by
+attribute and does not import ssm.py).
 
 selective_scan_torch has the signature and semantics of ssm.selective_scan_ref (the loop that
 defines the scan):
@@ -217,3 +219,43 @@ def causal_conv_silu_torch(x, weight, bias=None):
     for k in range(1, kernel):
         out = torch.addcmul(out, x_pad[:, k:k + length], w[k])
     return F.silu(out).to(x.dtype)                                      # (B, L, D)
+
+
+def mamba_step_torch(block, x, cache):
+    """A Mamba block's recurrent step (same signature and results as ssm.mamba_step_ref, up to
+    rounding): x (B, T, d_model), T new tokens of the mixer's input; cache (conv (B, D, K-1),
+    ssm (B, D, N)), left untouched -> (y (B, T, d_model) in the weights' dtype, new cache).
+    Reads the block's weights by attribute. Written for acting, a few tokens at small batch: the
+    projections as F.linear on the weights (no module call), the conv as one batched product of
+    the unfolded windows (B, D, T, K) with the weights (D, K, 1), the state updated in place in
+    the buffer of the drives, the skip and the gate fused into addcmul and mul_."""
+    # hidden 6: begin
+    conv_state, ssm_state = cache
+    conv_weight, conv_bias = block.conv1d.weight.squeeze(1), block.conv1d.bias  # (D, K), (D,)
+    kernel, rank, d_state = conv_weight.shape[1], block.dt_proj.weight.shape[1], block.d_state
+    xz = F.linear(x, block.in_proj.weight, block.in_proj.bias)          # (B, T, 2 D)
+    tokens, dtype = xz.shape[1], xz.dtype
+    x, z = xz.chunk(2, dim=-1)                                           # (B, T, D) each
+    window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)         # (B, D, K-1+T)
+    taps = window.unfold(-1, kernel, 1)                                  # (B, D, T, K)
+    x = taps @ conv_weight.unsqueeze(-1)                                 # (B, D, T, 1)
+    if conv_bias is not None:
+        x = x + conv_bias[:, None, None]
+    x = F.silu(x.squeeze(-1).transpose(1, 2))                            # (B, T, D)
+    dt, B, C = F.linear(x, block.x_proj.weight).split([rank, d_state, d_state], dim=-1)
+    delta = F.softplus(F.linear(dt, block.dt_proj.weight).float()
+                       + block.dt_proj.bias.float())                     # (B, T, D)
+    x, B, C = x.float(), B.float(), C.float()
+    A = -torch.exp(block.A_log.float())                                  # (D, N)
+    decay = torch.exp(delta.unsqueeze(-1) * A)                           # (B, T, D, N)
+    states = (delta * x).unsqueeze(-1) * B.unsqueeze(2)       # drive Δ B u, (B, T, D, N)
+    h = ssm_state
+    for t in range(tokens):                    # states become h_t = decay_t * h_{t-1} + drive_t
+        h = states[:, t].addcmul_(decay[:, t], h)                        # (B, D, N)
+    y = (states @ C.unsqueeze(-1)).squeeze(-1)                          # (B, T, D)
+    y = torch.addcmul(y, x, block.D.float()).mul_(F.silu(z.float())).to(dtype)
+    return F.linear(y, block.out_proj.weight, block.out_proj.bias), (window[..., tokens:], h)
+    # hidden 6: student
+    # import ssm  # the fast step is left out of the student copy: it would give exercise 6 away
+    # return ssm.mamba_step_ref(block, x, cache)
+    # hidden 6: end

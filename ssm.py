@@ -1,6 +1,7 @@
 """The Mamba backbone: selective state-space blocks stacked with RMSNorm residuals.
 
 Top to bottom, the way the paper draws it:
+  MambaConfig           the settings the modules read (dt.DecisionConfig has the same names)
   selective_scan_ref    the selective scan as a plain loop over time: slow, readable, the truth
   causal_conv_silu_ref  the block's causal depthwise conv + SiLU
   RMSNorm, MambaBlock, ResidualBlock, MambaBackbone
@@ -11,11 +12,11 @@ A block calls three backend-neutral functions: the scan, the conv + SiLU and the
 Their references are here, in plain PyTorch; the fast versions, with the same signatures, live in
 files of their own that never import this one:
   scan_torch.py         the scan in chunked, vectorised PyTorch with a hand-written backward,
-                        and the conv + SiLU as K shifted multiply-adds
+                        the conv + SiLU as K shifted multiply-adds, the step written for acting
   scan_cpu.py, .c       C kernels for the CPU: the scan, the conv + SiLU, the recurrent step
   scan_kernel.py        the scan as Triton kernels, for CUDA
-Which of them run is decided once, when a block is built, from its `scan_backend` ("auto" unless
-DecisionConfig.scan_backend says otherwise); all of them compute the same thing up to rounding.
+Which of them run is decided once, when a block is built, from its config's `scan_backend`
+("auto" by default); all of them compute the same thing up to rounding.
 
 References (ideas, credited in one line each):
   Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (block,
@@ -30,7 +31,8 @@ Glossary (dimension letters as in the paper):
   N        state size per channel (d_state)
   K        width of the causal conv (d_conv)
   Δ        `delta`, the per-token, per-channel step size; softplus(dt_proj(x) + bias)
-  dt_rank  rank of the low-rank projection that produces Δ (ceil(d_model / 16) for "auto")
+  dt_rank  rank of the low-rank projection that produces Δ, ceil(d_model / 16) (the reference's
+           "auto")
 
 The recurrence, per channel d and state index n (A is negative, so exp(Δ A) is in (0, 1)):
   h_t = exp(Δ_t A) * h_{t-1} + Δ_t B_t u_t,    y_t = <h_t, C_t> + D u_t,    y_t *= silu(z_t)
@@ -40,13 +42,14 @@ import functools
 import math
 import os
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import scan_cpu
-from scan_torch import causal_conv_silu_torch, selective_scan_torch
+from scan_torch import causal_conv_silu_torch, mamba_step_torch, selective_scan_torch
 
 # "auto" picks the fastest backend available on each device (see the end of the file); the
 # others force one. DM_SCAN_BACKEND, when set, replaces "auto" (never a backend named explicitly).
@@ -56,6 +59,20 @@ BACKEND_ENV = "DM_SCAN_BACKEND"
 
 class SSMError(ValueError):
     """A usage error of this module; the message says what to do."""
+
+
+@dataclass
+class MambaConfig:
+    """The settings the Mamba modules read. They take any object with these attributes:
+    dt.DecisionConfig (the model's settings, with their defaults and help texts) or this small
+    stand-in, which builds a bare block or backbone for tests and benchmarks."""
+    d_model: int                # width of the residual stream
+    mamba_n_layer: int = 1      # residual blocks in a MambaBackbone
+    d_state: int = 16           # N, state size per channel
+    d_conv: int = 4             # K, width of the causal conv
+    expand: int = 2             # E: d_inner = E * d_model
+    dropout: float = 0.0        # on each block's output, before the residual add
+    scan_backend: str = "auto"  # one of SCAN_BACKENDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,32 +137,34 @@ class MambaBlock(nn.Module):
     """One Mamba mixer: in_proj -> (x, z); causal depthwise conv + SiLU on x; x_proj -> (dt, B, C);
     Δ = softplus(dt_proj(dt)); selective scan with skip D, gated by silu(z); out_proj.
 
-    Parameter names, shapes and split orders follow the reference block, so its state dict loads:
-    in_proj (2*d_inner, d_model) [x; z], conv1d (d_inner, 1, d_conv) + bias, x_proj
-    (dt_rank + 2*d_state, d_inner) [dt; B; C], dt_proj (d_inner, dt_rank) + bias,
+    Reads config.d_model, d_state, d_conv, expand and scan_backend (see MambaConfig); the rest is
+    the reference block's: dt_rank "auto" (ceil(d_model / 16)), a bias on the conv only, and its
+    initialisation. Parameter names, shapes and split orders follow the reference block, so its
+    state dict loads: in_proj (2*d_inner, d_model) [x; z], conv1d (d_inner, 1, d_conv) + bias,
+    x_proj (dt_rank + 2*d_state, d_inner) [dt; B; C], dt_proj (d_inner, dt_rank) + bias,
     A_log (d_inner, d_state), D (d_inner,), out_proj (d_model, d_inner).
 
     scan_backend: which code runs the conv, the scan and the step, one of SCAN_BACKENDS; "auto"
     (or DM_SCAN_BACKEND where set) picks the fastest here. Resolved once, in __init__.
     """
 
-    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=1e-3,
-                 dt_max=1e-1, dt_init_floor=1e-4, dt_scale=1.0, conv_bias=True, bias=False,
-                 scan_backend="auto"):
+    def __init__(self, config):
         super().__init__()
+        d_model, d_state, d_conv = config.d_model, config.d_state, config.d_conv
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
-        self.d_inner = expand * d_model
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.d_inner = config.expand * d_model
+        self.dt_rank = math.ceil(d_model / 16)
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
-                                padding=d_conv - 1, bias=conv_bias)
+                                padding=d_conv - 1, bias=True)
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
-        # Δ starts small and varied: dt_proj.weight ~ U(+-dt_rank^-0.5 * dt_scale), and the bias
-        # is softplus^-1(dt) for dt log-uniform in [dt_min, dt_max] (floored): softplus(bias) = dt.
-        std = self.dt_rank ** -0.5 * dt_scale
+        # Δ starts small and varied: dt_proj.weight ~ U(+-dt_rank^-0.5), and the bias is
+        # softplus^-1(dt) for dt log-uniform in [dt_min, dt_max] (floored): softplus(bias) = dt.
+        dt_min, dt_max, dt_init_floor = 1e-3, 1e-1, 1e-4
+        std = self.dt_rank ** -0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
         dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
                        + math.log(dt_min)).clamp(min=dt_init_floor)
@@ -160,8 +179,8 @@ class MambaBlock(nn.Module):
 
         # The conv, scan and step functions, chosen once: a model is built on the CPU and may
         # move to CUDA, so one Backend for each (see "Choosing the backend" at the end).
-        self.backend_cpu = load_backend(resolve_backend(scan_backend, "cpu", d_state))
-        self.backend_cuda = load_backend(resolve_backend(scan_backend, "cuda", d_state))
+        self.backend_cpu = load_backend(resolve_backend(config.scan_backend, "cpu", d_state))
+        self.backend_cuda = load_backend(resolve_backend(config.scan_backend, "cuda", d_state))
 
     def forward(self, x, rows=None):                                     # x: (B, L, d_model)
         """rows: token positions (index or slice) whose outputs are returned (None = all);
@@ -195,25 +214,20 @@ class MambaBlock(nn.Module):
         if one_token:
             x = x.unsqueeze(1)                                           # (B, 1, d_model)
         backend = self.backend_cuda if x.is_cuda else self.backend_cpu
-        # The projections as F.linear on their weights, without the module call: acting runs
-        # this once per env step.
-        xz = F.linear(x, self.in_proj.weight, self.in_proj.bias)        # (B, T, 2 * d_inner)
-        y, cache = backend.step(xz, *cache, self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                                self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
-                                self.A_log, self.D)                      # (B, T, d_inner)
-        y = F.linear(y, self.out_proj.weight, self.out_proj.bias)        # (B, T, d_model)
+        y, cache = backend.step(self, x, cache)                          # (B, T, d_model)
         return (y.squeeze(1) if one_token else y), cache
 
 
 class ResidualBlock(nn.Module):
     """x + dropout(mixer(norm(x))), named like the reference's Block (`norm`, `mixer`) so a
-    reference backbone's `layers.{i}.norm.*` / `layers.{i}.mixer.*` weights load too."""
+    reference backbone's `layers.{i}.norm.*` / `layers.{i}.mixer.*` weights load too. Reads
+    config.d_model and dropout, and the mixer's settings (see MambaBlock)."""
 
-    def __init__(self, d_model, dropout=0.0, **mixer_kwargs):
+    def __init__(self, config):
         super().__init__()
-        self.norm = RMSNorm(d_model)
-        self.mixer = MambaBlock(d_model, **mixer_kwargs)
-        self.drop = nn.Dropout(dropout)
+        self.norm = RMSNorm(config.d_model)
+        self.mixer = MambaBlock(config)
+        self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, rows=None):                                     # (B, L, d_model)
         return (x if rows is None else x[:, rows]) + self.drop(self.mixer(self.norm(x), rows))
@@ -224,15 +238,14 @@ class ResidualBlock(nn.Module):
 
 
 class MambaBackbone(nn.Module):
-    """n_layer residual blocks x + dropout(MambaBlock(RMSNorm(x))). No final norm: the
-    DecisionModel applies its own. (B, L, d_model) -> (B, L, d_model), causal."""
+    """config.mamba_n_layer residual blocks x + dropout(MambaBlock(RMSNorm(x))), each built from
+    `config` (see MambaConfig for what is read). No final norm: the DecisionModel applies its
+    own. (B, L, d_model) -> (B, L, d_model), causal."""
 
-    def __init__(self, d_model, n_layer, d_state=16, d_conv=4, expand=2, dropout=0.0,
-                 scan_backend="auto"):
+    def __init__(self, config):
         super().__init__()
-        self.layers = nn.ModuleList(
-            ResidualBlock(d_model, dropout, d_state=d_state, d_conv=d_conv, expand=expand,
-                          scan_backend=scan_backend) for _ in range(n_layer))
+        n_layer = config.mamba_n_layer
+        self.layers = nn.ModuleList(ResidualBlock(config) for _ in range(n_layer))
         # Keep the residual stream's variance from growing with depth (GPT-2 / reference Mamba).
         with torch.no_grad():
             for layer in self.layers:
@@ -276,38 +289,33 @@ class MambaBackbone(nn.Module):
 #                     (the reference keeps K slots and shifts before use; keeping only the past
 #                     makes "window = past + new tokens" read directly);
 #   ssm  (B, D, N)    the scan's state h_{t-1}, in fp32 whatever the weights' dtype.
-# step() takes T new tokens at once and returns the cache after them, so the DecisionModel feeds
-# a_{t-1}, R_t, s_t together: one pass through the layers per env step instead of three. The conv
-# below is one batched product of the unfolded windows (B, D, T, K) with the weights (D, K, 1).
+# A step takes T new tokens at once and returns the cache after them, so the DecisionModel feeds
+# a_{t-1}, R_t, s_t together: one pass through the layers per env step instead of three.
 
-def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_weight,
-                   dt_proj_weight, dt_proj_bias, A_log, D):
-    """The middle of a block's step, conv to gate, for T new tokens: xz (B, T, 2 D) is in_proj's
-    output [x; z]; conv_state (B, D, K-1) and ssm_state (B, D, N) the cache, left untouched; the
-    weights as the block holds them (conv_weight (D, K) squeezed). -> y (B, T, D), gated, before
-    out_proj, in xz's dtype, and the new cache (conv_state, ssm_state)."""
+def mamba_step_ref(block, x, cache):
+    """A block's step, equation by equation: x (B, T, d_model), T new tokens of the mixer's
+    input (after the norm); cache (conv (B, D, K-1), ssm (B, D, N)), left untouched; the weights
+    are the block's. -> (y (B, T, d_model) in x's dtype, the new cache (conv, ssm))."""
     # exercise 6: begin
-    tokens, dtype = xz.shape[1], xz.dtype
-    kernel, rank, d_state = conv_weight.shape[1], dt_proj_weight.shape[1], A_log.shape[1]
-    x, z = xz.chunk(2, dim=-1)                                           # (B, T, D) each
+    conv_state, h = cache
+    tokens, N = x.shape[1], block.d_state
+    x, z = block.in_proj(x).chunk(2, dim=-1)                            # (B, T, D) each
+    # The causal conv over the window, the K-1 cached inputs then the new ones, unpadded: each
+    # new token's output sums its own input and the K-1 before it, one filter per channel.
     window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)         # (B, D, K-1+T)
-    taps = window.unfold(-1, kernel, 1)                                  # (B, D, T, K)
-    x = taps @ conv_weight.unsqueeze(-1)                                 # (B, D, T, 1)
-    if conv_bias is not None:
-        x = x + conv_bias[:, None, None]
-    x = F.silu(x.squeeze(-1).transpose(1, 2))                            # (B, T, D)
-    dt, B, C = F.linear(x, x_proj_weight).split([rank, d_state, d_state], dim=-1)
-    delta = F.softplus(F.linear(dt, dt_proj_weight).float() + dt_proj_bias.float())  # (B, T, D)
+    x = F.conv1d(window, block.conv1d.weight, block.conv1d.bias, groups=block.d_inner)
+    x = F.silu(x).transpose(1, 2)                                        # (B, T, D)
+    dt, B, C = block.x_proj(x).split([block.dt_rank, N, N], dim=-1)     # (B, T, rank or N)
+    delta = F.softplus(block.dt_proj(dt).float())                        # Δ (B, T, D), fp32
+    A = -torch.exp(block.A_log.float())                                  # (D, N)
     x, B, C = x.float(), B.float(), C.float()
-    A = -torch.exp(A_log.float())                                        # (D, N)
-    decay = torch.exp(delta.unsqueeze(-1) * A)                           # (B, T, D, N)
-    states = (delta * x).unsqueeze(-1) * B.unsqueeze(2)       # drive Δ B u, (B, T, D, N)
-    h = ssm_state
-    for t in range(tokens):                    # states become h_t = decay_t * h_{t-1} + drive_t
-        h = states[:, t].addcmul_(decay[:, t], h)                        # (B, D, N)
-    y = (states @ C.unsqueeze(-1)).squeeze(-1)                          # (B, T, D)
-    y = torch.addcmul(y, x, D.float()).mul_(F.silu(z.float())).to(dtype)
-    return y, (window[..., tokens:], h)
+    ys = []
+    for t in range(tokens):                    # h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t
+        h = (torch.exp(delta[:, t, :, None] * A) * h
+             + delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None])  # (B, D, N)
+        ys.append((h * C[:, t, None, :]).sum(-1) + block.D.float() * x[:, t])  # (B, D)
+    y = torch.stack(ys, dim=1) * F.silu(z.float())                       # (B, T, D), gated
+    return block.out_proj(y.to(z.dtype)), (window[..., tokens:], h)
     # exercise 6: end
 
 
@@ -320,13 +328,13 @@ def mamba_step_ref(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj_wei
 #   "auto", replaced by DM_SCAN_BACKEND where that is set, is
 #     on CUDA     triton where it imports, else torch;
 #     on the CPU  c where the C kernels build and d_state <= scan_cpu.MAX_D_STATE, else torch.
-# The C backend has its own conv and step (its step serves inference only: fp32, no gradients);
-# torch and triton run scan_torch.py's conv and the reference step. scan_kernel.py is imported
-# only when chosen, so the project runs where triton is missing.
+# ref runs this file's references; torch and triton step with scan_torch's step, c with its C
+# step, which hands training and bf16 to scan_torch's. scan_kernel.py is imported only when
+# chosen, so the project runs where triton is missing.
 
 Backend = collections.namedtuple("Backend", "name scan conv_silu step")
 REFERENCE = Backend("ref", selective_scan_ref, causal_conv_silu_ref, mamba_step_ref)
-TORCH = Backend("torch", selective_scan_torch, causal_conv_silu_torch, mamba_step_ref)
+TORCH = Backend("torch", selective_scan_torch, causal_conv_silu_torch, mamba_step_torch)
 
 
 @functools.lru_cache(maxsize=None)
@@ -337,18 +345,7 @@ def _load_triton_scan():
     except ImportError as e:
         return None, str(e)
     return Backend("triton", scan_kernel.selective_scan_triton, causal_conv_silu_torch,
-                   mamba_step_ref), None
-
-
-def _mamba_step_c(xz, *cache_and_weights):
-    """The C step where it applies (inference in fp32), else the reference step."""
-    if xz.dtype != torch.float32 or (torch.is_grad_enabled() and xz.requires_grad):
-        return mamba_step_ref(xz, *cache_and_weights)
-    # hidden 6: begin
-    return scan_cpu.mamba_step_cpu(xz, *cache_and_weights)
-    # hidden 6: student
-    # return mamba_step_ref(xz, *cache_and_weights)  # the C step is exercise 6, in C
-    # hidden 6: end
+                   mamba_step_torch), None
 
 
 @functools.lru_cache(maxsize=None)
@@ -360,7 +357,7 @@ def _load_c_scan():
                       "PyTorch scan, slower to train (README.md, 'The C kernels').", stacklevel=2)
         return None, reason
     return Backend("c", scan_cpu.selective_scan_cpu, scan_cpu.causal_conv_silu_cpu,
-                   _mamba_step_c), None
+                   scan_cpu.mamba_step_cpu), None
 
 
 def backend_from_env():
@@ -422,7 +419,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 if __name__ == "__main__":
     torch.manual_seed(0)
     for d_model, n_layer in ((128, 4), (128, 6)):
-        net = MambaBackbone(d_model, n_layer).eval()
+        net = MambaBackbone(MambaConfig(d_model=d_model, mamba_n_layer=n_layer)).eval()
         per_block = sum(p.numel() for p in net.layers[0].parameters())
         total = sum(p.numel() for p in net.parameters())
         print(f"MambaBackbone(d_model={d_model}, n_layer={n_layer}): {total:,} parameters "

@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +51,10 @@ from run_folder import OLD_RUN_DEFAULTS, RunLock, Stopped, TrainError, check_num
     read_checkpoint, restore_checkpoint, save_checkpoint, start_files, write_eval, writing_to
 
 
-def model_setting(name, default=MISSING):
-    """A TrainConfig field for DecisionConfig's setting `name`: its help text, and its default
-    unless one is given."""
+def model_setting(name):
+    """A TrainConfig field for DecisionConfig's setting `name`: its default and its help text."""
     field = DecisionConfig.__dataclass_fields__[name]
-    return option(field.default if default is MISSING else default, field.metadata["help"])
+    return option(field.default, field.metadata["help"])
 
 
 @dataclass
@@ -83,9 +82,9 @@ class TrainConfig:
     grad_clip: float = option(0.25, "clip the gradient's global norm to this")
     return_scale: float = option(1000.0, "returns-to-go are divided by this")
     # the model's settings, as dt.DecisionConfig defines them (defaults: a small CPU config)
-    d_model: int = model_setting("d_model", 64)
-    n_layer: int = model_setting("n_layer", 2)
-    mamba_n_layer: int = model_setting("mamba_n_layer", 3)  # 1.5 per DT block: the same size
+    d_model: int = model_setting("d_model")
+    n_layer: int = model_setting("n_layer")
+    mamba_n_layer: int = model_setting("mamba_n_layer")
     n_head: int = model_setting("n_head")
     activation: str = model_setting("activation")
     dropout: float = model_setting("dropout")

@@ -175,9 +175,13 @@ def memory_cap(cap_gb, device):
 
 # ----------------------------------------------------------------------------- what is timed
 
+# The models profiled: the DT paper's sizes (train.py --preset paper), matched parameter counts.
+PAPER_SIZES = dict(d_model=128, n_layer=3, mamba_n_layer=5)
+
+
 def make_model(cfg, model, K, device, backend="auto"):
     config = DecisionConfig(state_dim=cfg.state_dim, act_dim=cfg.act_dim, backbone=MODELS[model],
-                            context_len=K, scan_backend=backend)
+                            context_len=K, scan_backend=backend, **PAPER_SIZES)
     return DecisionModel(config).to(device)
 
 

@@ -2,7 +2,7 @@
 the scan backend chosen by the config."""
 import re
 import runpy
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dt import (BACKBONES, DecisionConfig, DecisionModel, ModelError, attention_mask,
                 attention_ref, count_parameters)
+from ssm import MambaConfig
 
 OBS, ACT = 5, 3
 
@@ -187,10 +188,13 @@ def test_attention_mask_is_causal_hides_padded_keys_and_never_leaves_a_row_empty
     assert mask.any(dim=-1).all()
 
 
-def test_default_mamba_parameter_count_is_within_10_percent_of_default_gpt():
+@pytest.mark.parametrize("sizes", [{}, dict(d_model=128, n_layer=3, mamba_n_layer=5)],
+                         ids=["defaults", "paper"])
+def test_mamba_parameter_count_is_within_10_percent_of_the_gpt_at_default_and_paper_sizes(sizes):
     for obs, act in ((11, 3), (17, 6)):
-        gpt = DecisionModel(DecisionConfig(state_dim=obs, act_dim=act, backbone="gpt"))
-        mamba = DecisionModel(DecisionConfig(state_dim=obs, act_dim=act, backbone="mamba"))
+        gpt = DecisionModel(DecisionConfig(state_dim=obs, act_dim=act, backbone="gpt", **sizes))
+        mamba = DecisionModel(DecisionConfig(state_dim=obs, act_dim=act, backbone="mamba",
+                                             **sizes))
         n_gpt, n_mamba = count_parameters(gpt), count_parameters(mamba)
         assert abs(n_mamba / n_gpt - 1) <= 0.10, (n_gpt, n_mamba)
         table = gpt.embed_timestep.weight.numel()
@@ -273,8 +277,17 @@ def test_models_on_any_backend_share_one_state_dict_layout_and_old_configs_load(
     assert len(backbone_keys) == 2 * 10 and all(layer.fullmatch(k) for k in backbone_keys)
 
 
+def test_the_mamba_modules_read_the_decision_config_itself():
+    # ssm.py does not import dt.py: its MambaConfig names the settings it reads, and
+    # DecisionConfig must have each of them (the backbone is built from DecisionConfig directly).
+    assert {f.name for f in fields(MambaConfig)} <= {f.name for f in fields(DecisionConfig)}
+    model = small_model("mamba", d_model=24, mamba_n_layer=3, d_state=6, d_conv=3, expand=1)
+    mixer = model.backbone.layers[0].mixer
+    assert len(model.backbone.layers) == 3
+    assert (mixer.d_model, mixer.d_inner, mixer.d_state, mixer.d_conv) == (24, 24, 6, 3)
+
+
 def test_every_config_field_has_a_help_text():
-    from dataclasses import fields
     assert all(f.metadata.get("help") for f in fields(DecisionConfig))
 
 

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 import scan_cpu
+import scan_torch
 import ssm
-from ssm import MambaBlock, causal_conv_silu_ref, mamba_step_ref, selective_scan, selective_scan_ref
+from ssm import (MambaBlock, MambaConfig, causal_conv_silu_ref, mamba_step_ref, selective_scan,
+                 selective_scan_ref)
 from test_ssm import (CONV_CASES, GRAD_NAMES, TOL, assert_blocks_agree, assert_close_rel,
                       conv_inputs, conv_silu_conv1d, run_with_grads, scan_inputs)
 
@@ -117,17 +119,15 @@ def test_c_conv_silu_matches_the_reference_and_conv1d_forward_and_gradients(kern
 @pytest.mark.parametrize("tokens", [1, 3])
 def test_c_step_matches_the_reference_step_and_leaves_the_cache_untouched(tokens):
     torch.manual_seed(0)
-    block = MambaBlock(16, d_state=5)                 # N = 5: not the specialised N = 16 code
+    block = MambaBlock(MambaConfig(d_model=16, d_state=5))  # N = 5: not the specialised N = 16 code
     g = torch.Generator().manual_seed(1)
-    xz = torch.randn(3, tokens, 2 * block.d_inner, generator=g)
+    x = torch.randn(3, tokens, 16, generator=g)
     cache = (torch.randn(3, block.d_inner, block.d_conv - 1, generator=g),
              torch.randn(3, block.d_inner, 5, generator=g))
     before = [c.clone() for c in cache]
-    weights = (block.conv1d.weight.squeeze(1), block.conv1d.bias, block.x_proj.weight,
-               block.dt_proj.weight, block.dt_proj.bias, block.A_log, block.D)
     with torch.inference_mode():
-        y_c, cache_c = scan_cpu.mamba_step_cpu(xz, *cache, *weights)
-        y_ref, cache_ref = mamba_step_ref(xz, *cache, *weights)
+        y_c, cache_c = scan_cpu.mamba_step_cpu(block, x, cache)
+        y_ref, cache_ref = mamba_step_ref(block, x, cache)
     torch.testing.assert_close(y_c, y_ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(cache_c, cache_ref, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -144,11 +144,11 @@ def test_mamba_block_on_the_c_backend_matches_the_reference_backend():
 def test_auto_backend_on_cpu_is_the_c_scan(monkeypatch):
     monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
     assert ssm.default_scan_backend("cpu") == "c"
-    assert MambaBlock(16).backend_cpu.name == "c"
+    assert MambaBlock(MambaConfig(d_model=16)).backend_cpu.name == "c"
     monkeypatch.setenv("DM_SCAN_BACKEND", "torch")           # the environment can opt out
     assert ssm.default_scan_backend("cpu") == "torch"
-    assert MambaBlock(16).backend_cpu.name == "torch"
-    assert MambaBlock(16, scan_backend="c").backend_cpu.name == "c"   # a named one stays
+    assert MambaBlock(MambaConfig(d_model=16)).backend_cpu.name == "torch"
+    assert MambaBlock(MambaConfig(d_model=16, scan_backend="c")).backend_cpu.name == "c"  # named: kept
 
 
 def test_c_kernels_refuse_tensors_off_the_cpu():
@@ -159,8 +159,9 @@ def test_c_kernels_refuse_tensors_off_the_cpu():
         scan_cpu.selective_scan_cpu(x["u"], x["delta"], x["A"], x["B"], x["C"])
     with pytest.raises(scan_cpu.ScanCpuError, match="causal_conv_silu_cpu takes CPU tensors"):
         scan_cpu.causal_conv_silu_cpu(x["u"], torch.ones(3, 4, device="meta"))
+    block = MambaBlock(MambaConfig(d_model=3))
     with pytest.raises(scan_cpu.ScanCpuError, match="mamba_step_cpu takes CPU tensors"):
-        scan_cpu.mamba_step_cpu(torch.ones(1, 1, 6, device="meta"), *[None] * 9)
+        scan_cpu.mamba_step_cpu(block, torch.ones(1, 1, 3, device="meta"), None)
 
 
 def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(monkeypatch,
@@ -177,14 +178,14 @@ def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(mon
         with pytest.warns(UserWarning, match="no-such-compiler.*PyTorch scan"):   # said once
             assert ssm.resolve_backend("auto", "cpu") == "torch"
         assert ssm.default_scan_backend("cpu") == "torch"
-        assert MambaBlock(16).backend_cpu.name == "torch"
+        assert MambaBlock(MambaConfig(d_model=16)).backend_cpu.name == "torch"
         y = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])   # runs, on torch
         torch.testing.assert_close(y, selective_scan_ref(x["u"], x["delta"], x["A"], x["B"],
                                                          x["C"]))
         with pytest.raises(ssm.SSMError, match="c scan backend is unavailable.*no-such-compiler"):
             selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], backend="c")
         with pytest.raises(ssm.SSMError, match="no-such-compiler.*scan_backend='torch'"):
-            MambaBlock(16, scan_backend="c")
+            MambaBlock(MambaConfig(d_model=16, scan_backend="c"))
         with pytest.raises(scan_cpu.ScanCpuError, match="backend='torch'"):
             scan_cpu.selective_scan_cpu(x["u"], x["delta"], x["A"], x["B"], x["C"])
     finally:
@@ -197,7 +198,8 @@ def test_without_a_compiler_the_reason_is_given_and_auto_falls_back_to_torch(mon
                          ids=["batch1_one_token_at_a_time", "batch3_uneven_chunks"])
 def test_c_recurrent_step_equals_torch_step_and_full_forward(batch, chunks):
     torch.manual_seed(0)
-    nets = {name: ssm.MambaBackbone(16, n_layer=2, scan_backend=name).eval()
+    nets = {name: ssm.MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2,
+                                                     scan_backend=name)).eval()
             for name in ("c", "torch")}
     nets["torch"].load_state_dict(nets["c"].state_dict())
     x = torch.randn(batch, sum(chunks), 16)
@@ -221,20 +223,22 @@ def test_c_recurrent_step_equals_torch_step_and_full_forward(batch, chunks):
 @needs_c
 def test_c_step_runs_for_inference_in_fp32_only(monkeypatch):
     # It computes no gradients and only fp32: with gradients wanted, or bf16 weights, the C
-    # backend takes the reference step (which the other backends always take).
+    # backend's step hands over to scan_torch's (which the torch and triton backends take).
     ran = []
-    for module, name in ((scan_cpu, "mamba_step_cpu"), (ssm, "mamba_step_ref")):
+    for module, name in ((scan_cpu, "mamba_step_torch"), (scan_cpu, "_lib")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name,
                             lambda *a, _name=name, _real=real: ran.append(_name) or _real(*a))
-    block, x = MambaBlock(16, scan_backend="c"), torch.randn(2, 3, 16)
-    block_bf16 = MambaBlock(16, scan_backend="c").to(torch.bfloat16)
+    block, x = MambaBlock(MambaConfig(d_model=16, scan_backend="c")), torch.randn(2, 3, 16)
+    block_bf16 = MambaBlock(MambaConfig(d_model=16, scan_backend="c")).to(torch.bfloat16)
+    assert block.backend_cpu.step is scan_cpu.mamba_step_cpu
     with torch.inference_mode():
         block.step(x, block.init_cache(2, "cpu"))
         block_bf16.step(x.bfloat16(), block_bf16.init_cache(2, "cpu"))
     block.step(x, block.init_cache(2, "cpu"))                                 # grads wanted
-    assert ran == ["mamba_step_cpu", "mamba_step_ref", "mamba_step_ref"]
-    assert MambaBlock(16, scan_backend="torch").backend_cpu.step is mamba_step_ref
+    assert ran == ["_lib", "mamba_step_torch", "mamba_step_torch"]
+    torch_block = MambaBlock(MambaConfig(d_model=16, scan_backend="torch"))
+    assert torch_block.backend_cpu.step is scan_torch.mamba_step_torch
 
 
 @needs_c
@@ -247,7 +251,7 @@ def test_a_state_too_large_for_the_c_scan_runs_on_torch_under_auto_and_errors_wh
     torch.testing.assert_close(selective_scan(*args), selective_scan_ref(*args))
     with pytest.raises(scan_cpu.ScanCpuError, match=f"d_state <= {scan_cpu.MAX_D_STATE}"):
         selective_scan(*args, backend="c")
-    assert MambaBlock(4, d_state=n).backend_cpu.name == "torch"
-    assert MambaBlock(4, d_state=n - 1).backend_cpu.name == "c"
+    assert MambaBlock(MambaConfig(d_model=4, d_state=n)).backend_cpu.name == "torch"
+    assert MambaBlock(MambaConfig(d_model=4, d_state=n - 1)).backend_cpu.name == "c"
     with pytest.raises(scan_cpu.ScanCpuError, match=f"d_state <= {scan_cpu.MAX_D_STATE}"):
-        MambaBlock(4, d_state=n, scan_backend="c")(torch.randn(1, 3, 4))
+        MambaBlock(MambaConfig(d_model=4, d_state=n, scan_backend="c"))(torch.randn(1, 3, 4))

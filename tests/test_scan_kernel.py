@@ -179,9 +179,9 @@ def test_mamba_block_on_the_triton_backend_runs_this_kernel_and_matches_the_refe
 def test_mamba_block_on_the_triton_backend_trains_under_bf16_autocast_interpreter_or_gpu():
     # train.py's CUDA steps run under bf16 autocast: in_proj's z is bf16 there, so the conv's
     # output u must be too, or the kernel refuses the mix (it did, on an H200, 2026-12-04).
-    from ssm import MambaBlock
+    from ssm import MambaBlock, MambaConfig
     torch.manual_seed(0)
-    block = MambaBlock(4, d_state=3, scan_backend="triton").to(DEVICE)
+    block = MambaBlock(MambaConfig(d_model=4, d_state=3, scan_backend="triton")).to(DEVICE)
     x = torch.randn(2, 9, 4, device=DEVICE, requires_grad=True)
     with torch.autocast(DEVICE, dtype=torch.bfloat16):
         y = block(x)

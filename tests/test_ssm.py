@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import ssm
-from scan_torch import causal_conv_silu_torch, selective_scan_torch
-from ssm import (Backend, MambaBackbone, MambaBlock, SSMError, causal_conv_silu_ref,
+from scan_torch import causal_conv_silu_torch, mamba_step_torch, selective_scan_torch
+from ssm import (Backend, MambaBackbone, MambaBlock, MambaConfig, SSMError, causal_conv_silu_ref,
                  selective_scan, selective_scan_ref)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,13 +263,13 @@ def test_env_var_replaces_auto_but_never_a_named_backend(monkeypatch):
     assert ssm.resolve_backend("auto", "cpu") == ssm.resolve_backend(None, "cuda") == "ref"
     assert ssm.default_scan_backend("cpu") == "ref"
     assert ssm.resolve_backend("torch", "cpu") == "torch"
-    assert MambaBlock(8, scan_backend="torch").backend_cpu.name == "torch"
+    assert MambaBlock(MambaConfig(d_model=8, scan_backend="torch")).backend_cpu.name == "torch"
 
 
 def test_unknown_backend_is_rejected_from_the_argument_or_the_env_var(monkeypatch):
     monkeypatch.delenv("DM_SCAN_BACKEND", raising=False)
     with pytest.raises(SSMError, match="choose one of"):
-        MambaBlock(8, scan_backend="cuda-magic")
+        MambaBlock(MambaConfig(d_model=8, scan_backend="cuda-magic"))
     monkeypatch.setenv("DM_SCAN_BACKEND", "cuda-magic")
     with pytest.raises(SSMError, match="DM_SCAN_BACKEND"):
         _call()
@@ -289,7 +289,7 @@ def test_a_forced_backend_that_is_missing_says_why_when_the_block_is_built(monke
     monkeypatch.setattr(ssm, "_load_c_scan", lambda: C_MISSING)
     for name, reason in (("triton", "No module named 'triton'"), ("c", "no C compiler found")):
         with pytest.raises(SSMError, match=f"{name} scan backend is unavailable \\({reason}"):
-            MambaBlock(8, scan_backend=name)
+            MambaBlock(MambaConfig(d_model=8, scan_backend=name))
         with pytest.raises(SSMError, match="scan_backend='torch'"):
             _call(name)
 
@@ -297,7 +297,7 @@ def test_a_forced_backend_that_is_missing_says_why_when_the_block_is_built(monke
 def test_block_chooses_its_backend_once_and_runs_conv_scan_and_step_through_it(calls,
                                                                                monkeypatch):
     monkeypatch.setenv("DM_SCAN_BACKEND", "ref")
-    block = MambaBlock(8, d_state=4).eval()                    # auto -> ref, from the env var
+    block = MambaBlock(MambaConfig(d_model=8, d_state=4)).eval()     # auto -> ref, from the env var
     monkeypatch.setenv("DM_SCAN_BACKEND", "torch")             # read once: no effect any more
     assert block.backend_cpu.name == block.backend_cuda.name == "ref"
     with torch.no_grad():
@@ -309,7 +309,8 @@ def test_block_chooses_its_backend_once_and_runs_conv_scan_and_step_through_it(c
 def block_run(scan_backend, state_dict, x, d_state, device="cpu"):
     """A MambaBlock on `scan_backend` with these weights, run on `device` -> its output and the
     gradients of x and of every parameter for the loss sum(out^2), on the CPU."""
-    block = MambaBlock(x.shape[-1], d_state=d_state, scan_backend=scan_backend).to(device)
+    config = MambaConfig(d_model=x.shape[-1], d_state=d_state, scan_backend=scan_backend)
+    block = MambaBlock(config).to(device)
     block.load_state_dict(state_dict)
     assert (block.backend_cuda if device == "cuda" else block.backend_cpu).name == scan_backend
     x = x.clone().to(device).requires_grad_()
@@ -323,7 +324,7 @@ def assert_blocks_agree(scan_backend, length=23, d_model=16, d_state=16, fwd=1e-
     """The block on `scan_backend` (on `device`) against the block on the reference backend (on
     the CPU), same weights."""
     torch.manual_seed(0)
-    state_dict = MambaBlock(d_model, d_state=d_state).state_dict()
+    state_dict = MambaBlock(MambaConfig(d_model=d_model, d_state=d_state)).state_dict()
     x = torch.randn(2, length, d_model)
     out, grads = block_run(scan_backend, state_dict, x, d_state, device)
     out_ref, grads_ref = block_run("ref", state_dict, x, d_state)
@@ -400,7 +401,7 @@ def reference_block_forward(sd, x, d_state=16, d_conv=4):
 
 def test_reference_state_dict_loads_and_computes_the_reference_block():
     sd = reference_state_dict()
-    block = MambaBlock(16)
+    block = MambaBlock(MambaConfig(d_model=16))
     block.load_state_dict(sd, strict=True)
     x = torch.randn(2, 9, 16)
     torch.testing.assert_close(block(x), reference_block_forward(sd, x), rtol=1e-5, atol=1e-5)
@@ -410,14 +411,14 @@ def test_backbone_state_dict_uses_reference_layer_names():
     block_sd = reference_state_dict()
     sd = {f"layers.{i}.mixer.{k}": v for i in range(2) for k, v in block_sd.items()}
     sd.update({f"layers.{i}.norm.weight": torch.full((16,), 0.5) for i in range(2)})
-    net = MambaBackbone(16, n_layer=2)
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2))
     net.load_state_dict(sd, strict=True)
     assert torch.equal(net.layers[1].mixer.A_log, block_sd["A_log"])
 
 
 def test_block_initialisation_follows_reference():
     torch.manual_seed(0)
-    block = MambaBlock(64, d_state=8)                                   # d_inner 128, dt_rank 4
+    block = MambaBlock(MambaConfig(d_model=64, d_state=8))             # d_inner 128, dt_rank 4
     assert block.dt_rank == 4 and block.d_inner == 128
     torch.testing.assert_close(block.A_log, torch.log(torch.arange(1.0, 9.0)).repeat(128, 1))
     assert torch.equal(block.D, torch.ones(128))
@@ -431,12 +432,12 @@ def test_block_parameter_count_matches_reference_formula():
     d_model, d_state, d_conv, d_inner, r = 128, 16, 4, 256, 8
     expected = (d_model * 2 * d_inner + d_inner * d_conv + d_inner + d_inner * (r + 2 * d_state)
                 + r * d_inner + d_inner + d_inner * d_state + d_inner + d_inner * d_model)
-    assert sum(p.numel() for p in MambaBlock(d_model).parameters()) == expected
+    assert sum(p.numel() for p in MambaBlock(MambaConfig(d_model=d_model)).parameters()) == expected
 
 
 def test_backbone_is_causal():
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2).eval()
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2)).eval()
     x = torch.randn(2, 12, 16)
     x_changed = x.clone()
     x_changed[:, 7:] = torch.randn(2, 5, 16)
@@ -445,14 +446,36 @@ def test_backbone_is_causal():
     assert (y[:, 7:] - y_changed[:, 7:]).abs().max() > 1e-2            # the change did arrive
 
 
-# The step is mamba_step_ref on these backends (and on triton); the C step: test_scan_cpu.py.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("tokens", [1, 3, 7])
+@torch.no_grad()
+def test_torch_step_equals_the_reference_step_and_leaves_the_cache_untouched(tokens, dtype):
+    torch.manual_seed(0)
+    block = MambaBlock(MambaConfig(d_model=16, d_state=5)).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, tokens, 16, generator=g).to(dtype)
+    cache = (torch.randn(3, block.d_inner, block.d_conv - 1, generator=g).to(dtype),
+             torch.randn(3, block.d_inner, 5, generator=g))
+    before = [c.clone() for c in cache]
+    y_fast, cache_fast = mamba_step_torch(block, x, cache)
+    y_ref, cache_ref = ssm.mamba_step_ref(block, x, cache)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=0.02, atol=0.02)
+    for got, want in zip((y_fast, *cache_fast), (y_ref, *cache_ref), strict=True):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got.float(), want.float(), **tol)
+    assert all(torch.equal(c, b) for c, b in zip(cache, before, strict=True))
+
+
+# The step: mamba_step_ref on ref, scan_torch's on torch (and on triton); the C step:
+# test_scan_cpu.py.
 STEP_BACKENDS = pytest.mark.parametrize("scan_backend", ["torch", "ref"])
 
 
 @STEP_BACKENDS
 def test_backbone_step_by_step_equals_full_forward(scan_backend):
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=3, dropout=0.1, scan_backend=scan_backend).eval()
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=3, dropout=0.1,
+                                    scan_backend=scan_backend)).eval()
     x = torch.randn(3, 11, 16)
     y = net(x)
     cache, outs = net.init_cache(3, x.device), []
@@ -467,7 +490,7 @@ def test_backbone_step_by_step_equals_full_forward(scan_backend):
 @STEP_BACKENDS
 def test_backbone_fed_in_chunks_of_several_tokens_equals_full_forward(scan_backend):
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2, scan_backend=scan_backend).eval()
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2, scan_backend=scan_backend)).eval()
     x = torch.randn(2, 12, 16)
     y = net(x)
     cache, outs, t = net.init_cache(2, x.device), [], 0
@@ -481,7 +504,7 @@ def test_backbone_fed_in_chunks_of_several_tokens_equals_full_forward(scan_backe
 
 def test_step_leaves_the_input_cache_unchanged():
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2).eval()
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2)).eval()
     _, cache = net.step(torch.randn(2, 3, 16), net.init_cache(2, torch.device("cpu")))
     before = [t.clone() for layer in cache for t in layer]
     net.step(torch.randn(2, 3, 16), cache)
@@ -491,7 +514,7 @@ def test_step_leaves_the_input_cache_unchanged():
 
 def test_backbone_rows_returns_exactly_those_outputs_of_the_full_forward():
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2).eval()
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2)).eval()
     x = torch.randn(2, 12, 16)
     y = net(x)
     for rows in (slice(1, 12, 3), slice(10, 11)):
@@ -500,7 +523,7 @@ def test_backbone_rows_returns_exactly_those_outputs_of_the_full_forward():
 
 def test_backbone_backward_reaches_every_parameter():
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2)
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2))
     net(torch.randn(2, 8, 16)).square().mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing
@@ -508,7 +531,7 @@ def test_backbone_backward_reaches_every_parameter():
 
 def test_backbone_runs_in_bf16():
     torch.manual_seed(0)
-    net = MambaBackbone(16, n_layer=2).to(torch.bfloat16).eval()
+    net = MambaBackbone(MambaConfig(d_model=16, mamba_n_layer=2)).to(torch.bfloat16).eval()
     x = torch.randn(2, 6, 16, dtype=torch.bfloat16)
     y = net(x)
     y_t, _ = net.step(x[:, 0], net.init_cache(2, x.device))
