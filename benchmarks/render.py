@@ -22,7 +22,7 @@ import numpy as np
 
 from cli import atomic_write
 from benchmarks.stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule,
-                              experiments, over_seeds, performance_profile, read_pilot_v2,
+                              experiments, over_seeds, performance_profile, pm, read_pilot_v2,
                               score_cell, scores, task_matrices, verdict, welch_interval)
 
 COLORS = {"dt": "C0", "mamba": "C1"}
@@ -335,6 +335,12 @@ def pilot_v2_section(folder, figures, rel):
             cost = f"{r['cost']:.1f}" if costs else "?"
             doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
                        f"{r['max_sd']:.1f} | {cost} | {verdict} |")
+        doc += ["", "Each cell's estimates, mean ± seed sd (normalised score, validation seeds):",
+                ""] + md_table(["schedule", "budget", "estimator",
+                                *(f"{env} {MODEL_NAMES[model]}" for env, model in cells)],
+                               [[*c, *(pm(*over_seeds(estimates[c][cell]), digits=1)
+                                       for cell in cells)] for c in sorted(
+                                   rows, key=lambda c: (c[0], c[1], ESTIMATORS.index(c[2])))])
         doc.append("")
     else:
         doc += ["No cell has 3 seeds of every recipe yet.", ""]

@@ -92,6 +92,9 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
     assert "| const | 4000 | ema | 5.0 | 0.0 | 0.0 |" in text and "mean 5.0 < v1's 20.0" in text
     assert text.count("**chosen**") == 1
     assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 |" in text
+    # each cell's estimates: the raw scores 50, 60, 70; the EMA's 5 on every seed
+    assert "| cosine | 4000 | last |" + " 60.0 ± 10.0 |" * len(CELLS) in text
+    assert "| const | 4000 | ema |" + " 5.0 ± 0.0 |" * len(CELLS) in text
     assert (tmp_path / "figures" / "pilot-v2.png").stat().st_size > 0
 
 
