@@ -213,10 +213,10 @@ def test_collect_dataset_out_refuses_a_tracked_or_foreign_file_unless_forced(tmp
 
 @pytest.fixture(scope="module")
 def report_runs(tmp_path_factory):
-    """Two committed report runs (hopper medium, DT and Mamba seed 0), copied."""
+    """Two committed report runs (the first protocol's hopper medium, DT and Mamba seed 0), copied."""
     root = tmp_path_factory.mktemp("report-runs")
     for name in ("dt-hopper-medium-s0", "mamba-hopper-medium-s0"):
-        shutil.copytree(ROOT / "results" / "report-runs" / name, root / name)
+        shutil.copytree(ROOT / "results" / "report-runs-v1" / name, root / name)
     return root
 
 
