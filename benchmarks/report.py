@@ -41,8 +41,8 @@ from data import normalized_score
 from benchmarks.render import aggregate_section, curve_of, drawn_by_matplotlib, \
     lottery_section, memory_section, pilot_v2_section, plot_bands, plot_targets
 from benchmarks.stats import (MARGIN, MODEL_NAMES, PATIENCE, converged_step, experiments,
-                              group_name, groups_of, over_seeds, pm, read_json, read_runs,
-                              score_cell, scores, verdict, welch_interval)
+                              group_name, groups_of, over_seeds, pm, read_json, read_pilot_v2,
+                              read_runs, score_cell, scores, verdict, welch_interval)
 
 # The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
 # (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
@@ -354,7 +354,8 @@ def write_report(cfg: ReportConfig) -> Path:
             doc += [f"At {name}:", ""] + table + [""]
     doc += aggregate_section(groups, figures, rel, cfg.bootstrap_reps)
     if cfg.before:
-        doc += lottery_section(groups_of(read_runs(cfg.before)[0]), groups)
+        doc += lottery_section(groups_of(read_runs(cfg.before)[0]), groups,
+                               read_pilot_v2(cfg.pilot_v2) if cfg.pilot_v2 else None)
     doc += ["### Every experiment at its own target", "",
             "ep. sd: the standard deviation over episodes, averaged over seeds; fell: episodes "
             "that ended by falling rather than at the 1000-step limit.", ""]

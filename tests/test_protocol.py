@@ -106,3 +106,32 @@ def test_with_one_models_runs_the_pilot_shows_its_cells_without_a_verdict(tmp_pa
     assert "Runs with records: 9 of 36" in text and "costs need both models' runs" in text
     assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 | ? | - |" in text
     assert "**chosen**" not in text
+
+
+def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
+    v1, ema, longer = ("const", 4000, "last"), ("const", 4000, "ema"), ("const", 8000, "last")
+    mean3, cosine = ("const", 4000, "mean3"), ("cosine", 4000, "last")
+    estimates = {v1: {c: [20, 60, 70] for c in CELLS},      # sd 26.5, mean 50
+                 longer: {c: [25, 60, 65] for c in CELLS},  # sd 21.8: barely steadier
+                 mean3: {c: [40, 50, 60] for c in CELLS},   # sd 10
+                 ema: {c: [52, 53, 54] for c in CELLS},     # sd 1, mean 53: steady, not bad
+                 cosine: {c: [50, 51.5, 53] for c in CELLS}}  # sd 1.5: tied with the EMA
+    costs = {c: 20.0 if c == longer else 12.0 for c in estimates}
+    rows, chosen = stats.apply_pilot_rule(estimates, costs)
+    assert chosen == cosine  # tied with the EMA at equal cost: the simpler estimator
+    reading = render.rule_reading(rows, chosen)
+    assert "the lowest sd is const 4000 ema's 1.0" in reading
+    assert "the simpler estimator: cosine 4000 last" in reading
+    assert "largest cell sd is 1.5, within the bar of 12" in reading
+    text = "\n".join(render.what_did_not_work(rows, chosen, estimates))
+    assert "(constant lr, 4000 steps, last checkpoint): sd 26.5 (worst cell 26.5)" in text
+    assert "(8000, last checkpoint): sd 21.8 (worst cell 21.8), mean 50.0, at 20.0 sweep " \
+           "core-hours against 12.0: steadier than the first protocol's recipe, less than the " \
+           "choice." in text
+    assert "here it is not (mean 53.0, the raw weights' 50.0); hopper DT reads 53.0 ± 1.0 with " \
+           "the EMA, 50.0 ± 26.5 with the raw weights. It tied with the choice" in text
+    estimates[ema] = {c: [12, 13, 14] for c in CELLS}  # the issue's EMA: stable at the bottom
+    rows, chosen = stats.apply_pilot_rule(estimates, costs)
+    text = "\n".join(render.what_did_not_work(rows, chosen, estimates))
+    assert "here it is stable at the bottom again" in text and "It tied" not in text
+    assert "out: const 4000 ema: mean 13.0 < v1's 50.0 - 5" in render.rule_reading(rows, chosen)

@@ -286,8 +286,16 @@ def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(t
                    f"{sd([1000 + 10 * s for s in range(5)]):.1f} | "
                    f"{sd([2000 + 20 * s for s in range(5)]):.1f} | Mamba better (data mean 1500) |")
     assert "Cells decided: 0 before, 1 after, of 1." in text
+    assert "After, no cell is over it, at either target." in text      # sd 15.8 and 31.6 before
     assert "20 steps, constant lr, scored from the last checkpoint, raw weights on 2 episodes " \
            "(validation seeds, the periodic evaluations' own)" in text     # the first protocol
     assert "40 steps, constant lr, scored from the last checkpoint, ema weights on 2 episodes " \
            "(test seeds)" in text                                          # the second
     assert render.lottery_section(groups[0], {}) == []                  # nothing after: no section
+    for seed in range(5, 7):  # two wild Mamba seeds: the cell goes over the bar
+        fake_run(after / f"mamba-s{seed}", "mamba", seed, [200.0 + 3000 * (seed - 5)], steps=40,
+                 lr_schedule="constant", ema=0.999)
+    groups[1] = stats.groups_of(stats.read_runs(sorted(after.iterdir()))[0])
+    wild = [score(2000.0 + 20 * s) for s in range(5)] + [score(200.0), score(3200.0)]
+    assert f"over it: hopper medium Mamba at target 3600 (sd {np.std(wild, ddof=1):.1f})." in \
+        "\n".join(render.lottery_section(*groups))
