@@ -520,6 +520,7 @@ def memory_section(groups, figures, rel):
              "- DT K=20 under the variant, 95% CI | verdict |", "|---|---|---|---|---|---|---|---|"
              "---|"]
     drops = defaultdict(dict)  # (env, variant) -> setting -> mean drop
+    against_dt = defaultdict(list)  # verdict against the DT K=20 -> ["env variant: setting"]
     for (env, dataset, model, variant), runs in sorted(found.items()):
         parts = variant.split(", ")
         of_data = [p for p in parts if p in ("positions", "delayed")]
@@ -537,6 +538,8 @@ def memory_section(groups, figures, rel):
             cells += [f"{np.mean(scores(runs)) - np.mean(scores(other)):+.1f} [{interval[0]:+.1f}"
                       f", {interval[1]:+.1f}]" if interval else "-",
                       verdict(interval, better, worse) if interval else "-"]
+        if dt is not runs and cells[3] != "-":
+            against_dt[cells[3]].append(f"{env} {' + '.join(of_data)}: {setting}")
         if standard and scores(standard) and scores(runs):
             drops[env, " + ".join(of_data)][setting] = float(
                 np.mean(scores(runs)) - np.mean(scores(standard)))
@@ -550,6 +553,15 @@ def memory_section(groups, figures, rel):
            "return at the episode's last step. Each setting's score (normalised, true return) "
            "beside the same setting on the standard task; the drop is the variant's cost. A "
            "model that uses memory better loses less. Verdicts as in the main table.", ""] + lines
+    named = sorted((k, v) for k, v in against_dt.items() if k.endswith(" better"))
+    compared = sum(len(v) for v in against_dt.values())
+    doc += ["", f"Against the DT K=20 under the same variant ({compared} setting{'' if compared == 1 else 's'} compared): " + (
+        "".join(f"{k} in {', '.join(v)}; " for k, v in named)) + "the rest undecided or "
+        f"equivalent within 5. " + (
+            "No setting beats the DT K=20 under a variant here: at this budget and on this "
+            "data, more memory did not help." if not any(not k.startswith("DT K=20")
+                                                          for k, _ in named) else
+            "Where a setting beats the DT K=20, its memory helped under that variant.")]
     if drops:
         png = figures / "memory-drops.png"
         plot_drops(drops, png)
