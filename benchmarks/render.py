@@ -555,13 +555,14 @@ def memory_section(groups, figures, rel):
            "model that uses memory better loses less. Verdicts as in the main table.", ""] + lines
     named = sorted((k, v) for k, v in against_dt.items() if k.endswith(" better"))
     compared = sum(len(v) for v in against_dt.values())
-    doc += ["", f"Against the DT K=20 under the same variant ({compared} setting{'' if compared == 1 else 's'} compared): " + (
-        "".join(f"{k} in {', '.join(v)}; " for k, v in named)) + "the rest undecided or "
-        f"equivalent within 5. " + (
-            "No setting beats the DT K=20 under a variant here: at this budget and on this "
-            "data, more memory did not help." if not any(not k.startswith("DT K=20")
-                                                          for k, _ in named) else
-            "Where a setting beats the DT K=20, its memory helped under that variant.")]
+    helped = any(not k.startswith("DT K=20") for k, _ in named)
+    doc += ["", f"Against the DT K=20 under the same variant ({compared} setting"
+            f"{'' if compared == 1 else 's'} compared): "
+            + "".join(f"{k} in {', '.join(v)}; " for k, v in named)
+            + "the rest undecided or equivalent within 5. "
+            + ("Where a setting beats the DT K=20, its memory helped under that variant."
+               if helped else "No setting beats the DT K=20 under a variant here: at this "
+               "budget and on this data, more memory did not help.")]
     if drops:
         png = figures / "memory-drops.png"
         plot_drops(drops, png)
