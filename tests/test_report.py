@@ -309,5 +309,7 @@ def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(t
                  lr_schedule="constant", ema=0.999)
     groups[1] = stats.groups_of(stats.read_runs(sorted(after.iterdir()))[0])
     wild = [score(2000.0 + 20 * s) for s in range(5)] + [score(200.0), score(3200.0)]
-    assert f"over it: hopper medium Mamba at target 3600 (sd {np.std(wild, ddof=1):.1f})." in \
-        "\n".join(render.lottery_section(*groups))
+    text = "\n".join(render.lottery_section(*groups))
+    assert f"over it: hopper medium Mamba at target 3600 (sd {np.std(wild, ddof=1):.1f})." in text
+    assert f"- hopper medium Mamba at 3600: seed 0 {score(2000.0):.1f}, " in text  # why: the seeds
+    assert f"seed 6 {score(3200.0):.1f}." in text and "not the evaluation" in text
