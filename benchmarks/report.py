@@ -38,8 +38,9 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root
 from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
                  one_sentence_write_errors, option, parse_config, refuse_to_replace)
 from data import normalized_score
-from benchmarks.render import aggregate_section, curve_of, drawn_by_matplotlib, \
-    lottery_section, memory_section, pilot_v2_section, plot_bands, plot_targets
+from benchmarks.render import curve_of, drawn_by_matplotlib, plot_bands, plot_targets
+from benchmarks.sections import aggregate_section, lottery_section, memory_section, \
+    pilot_v2_section
 from benchmarks.stats import (MARGIN, MODEL_NAMES, PATIENCE, converged_step, experiments,
                               group_name, groups_of, over_seeds, pm, read_json, read_pilot_v2,
                               read_runs, score_cell, scores, verdict, welch_interval)

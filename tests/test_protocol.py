@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import render, stats
+from benchmarks import sections, stats
 
 CELLS = [("hopper", "dt"), ("hopper", "mamba")]
 
@@ -84,7 +84,7 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
     folder = tmp_path / "pilot-v2"
     write_pilot(folder, CELLS)
     (tmp_path / "figures").mkdir()  # write_report makes it
-    doc = render.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
+    doc = sections.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
     text = "\n".join(doc)
     assert "Runs with records: 18 of 36" in text
     # every candidate has seed sd 10 (scores 10, 20, 30 + offset); the const EMA is stably bad;
@@ -102,7 +102,7 @@ def test_with_one_models_runs_the_pilot_shows_its_cells_without_a_verdict(tmp_pa
     folder = tmp_path / "pilot-v2"
     write_pilot(folder, CELLS[:1])
     (tmp_path / "figures").mkdir()
-    text = "\n".join(render.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p)))
+    text = "\n".join(sections.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p)))
     assert "Runs with records: 9 of 36" in text and "costs need both models' runs" in text
     assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 | ? | - |" in text
     assert "**chosen**" not in text
@@ -119,11 +119,11 @@ def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
     costs = {c: 20.0 if c == longer else 12.0 for c in estimates}
     rows, chosen = stats.apply_pilot_rule(estimates, costs)
     assert chosen == cosine  # tied with the EMA at equal cost: the simpler estimator
-    reading = render.rule_reading(rows, chosen)
+    reading = sections.rule_reading(rows, chosen)
     assert "the lowest sd is const 4000 ema's 1.0" in reading
     assert "the simpler estimator: cosine 4000 last" in reading
     assert "largest cell sd is 1.5, within the bar of 12" in reading
-    text = "\n".join(render.what_did_not_work(rows, chosen, estimates))
+    text = "\n".join(sections.what_did_not_work(rows, chosen, estimates))
     assert "(constant lr, 4000 steps, last checkpoint): sd 26.5 (worst cell 26.5)" in text
     assert "(8000, last checkpoint): sd 21.8 (worst cell 21.8), mean 50.0, at 20.0 sweep " \
            "core-hours against 12.0: steadier than the first protocol's recipe, less than the " \
@@ -132,6 +132,6 @@ def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
            "the EMA, 50.0 ± 26.5 with the raw weights. It tied with the choice" in text
     estimates[ema] = {c: [12, 13, 14] for c in CELLS}  # the issue's EMA: stable at the bottom
     rows, chosen = stats.apply_pilot_rule(estimates, costs)
-    text = "\n".join(render.what_did_not_work(rows, chosen, estimates))
+    text = "\n".join(sections.what_did_not_work(rows, chosen, estimates))
     assert "here it is stable at the bottom again" in text and "It tied" not in text
-    assert "out: const 4000 ema: mean 13.0 < v1's 50.0 - 5" in render.rule_reading(rows, chosen)
+    assert "out: const 4000 ema: mean 13.0 < v1's 50.0 - 5" in sections.rule_reading(rows, chosen)

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks import render, report, stats  # noqa: E402  (after the path is set)
+from benchmarks import report, sections, stats  # noqa: E402  (after the path is set)
 
 
 def fake_run(folder, model, seed, score_returns, targets=(3600.0,), evaluated=True,
@@ -250,7 +250,7 @@ def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_th
     assert "| hopper | medium | 3600 |" in "\n".join(report.comparison_table(groups, 0))
     assert len(report.comparison_table(groups, 0)) == 3
     (tmp_path / "figures").mkdir()
-    text = "\n".join(render.memory_section(groups, tmp_path / "figures", str))
+    text = "\n".join(sections.memory_section(groups, tmp_path / "figures", str))
     assert "## Where memory matters" in text
     drop = score(500.0 + 100) - score(1500.0 + 100)  # seed means: 600 vs 1600
     assert f"| hopper | positions | DT K=20 | {score(600):.1f} ± {score(600) - score(500):.1f} " \
@@ -269,7 +269,7 @@ def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_th
         fake_run(root / f"mamba-pos-s{seed}", "mamba", seed, [450.0 + 150 * seed],
                  obs="positions")
     groups = stats.groups_of(stats.read_runs(sorted(root.iterdir()))[0])
-    text = "\n".join(render.memory_section(groups, tmp_path / "figures", str))
+    text = "\n".join(sections.memory_section(groups, tmp_path / "figures", str))
     assert "compared): the rest undecided or equivalent within 5. No setting beats the DT K=20 " \
            "under a variant here: at this budget and on this data, more memory did not help." \
            in text
@@ -290,7 +290,7 @@ def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(t
     record["config"].update(seed=500000, seeds="test", estimator="last checkpoint, ema weights")
     eval_json.write_text(json.dumps(record))
     groups = [stats.groups_of(stats.read_runs(sorted(p.iterdir()))[0]) for p in (before, after)]
-    text = "\n".join(render.lottery_section(*groups))
+    text = "\n".join(sections.lottery_section(*groups))
     sd = lambda returns: float(np.std([score(r) for r in returns], ddof=1))  # noqa: E731
     row = next(line for line in text.splitlines() if line.startswith("| hopper | medium |"))
     assert row == (f"| hopper | medium | 3 / 3 | {sd([500, 1400, 2300]):.1f} | "
@@ -303,13 +303,13 @@ def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(t
            "(validation seeds, the periodic evaluations' own)" in text     # the first protocol
     assert "40 steps, constant lr, scored from the last checkpoint, ema weights on 2 episodes " \
            "(test seeds)" in text                                          # the second
-    assert render.lottery_section(groups[0], {}) == []                  # nothing after: no section
+    assert sections.lottery_section(groups[0], {}) == []                  # nothing after: no section
     for seed in range(5, 7):  # two wild Mamba seeds: the cell goes over the bar
         fake_run(after / f"mamba-s{seed}", "mamba", seed, [200.0 + 3000 * (seed - 5)], steps=40,
                  lr_schedule="constant", ema=0.999)
     groups[1] = stats.groups_of(stats.read_runs(sorted(after.iterdir()))[0])
     wild = [score(2000.0 + 20 * s) for s in range(5)] + [score(200.0), score(3200.0)]
-    text = "\n".join(render.lottery_section(*groups))
+    text = "\n".join(sections.lottery_section(*groups))
     assert f"over it: hopper medium Mamba at target 3600 (sd {np.std(wild, ddof=1):.1f})." in text
     assert f"- hopper medium Mamba at 3600: seed 0 {score(2000.0):.1f}, " in text  # why: the seeds
     assert f"seed 6 {score(3200.0):.1f}." in text and "not the evaluation" in text
