@@ -22,8 +22,10 @@
 #   bash experiments.sh data            make every dataset the jobs use (run does it first too)
 #   bash experiments.sh run [N]         run the jobs not finished yet, N at a time (default 2)
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
-#   python benchmarks/report.py results/report-runs/* --pilot results/pilot/* \
-#     --pilot-v2 results/pilot-v2 --out REPORT.md --force    then write the report
+#   python benchmarks/report.py results/report-runs/* --before results/report-runs-v1/* \
+#     --pilot results/pilot/* --pilot-v2 results/pilot-v2 --out REPORT.md --force
+#                                       then write the report (REPORT.md's runs: SCHEDULE=cosine
+#                                       BUDGET=4000 ESTIMATOR=last, the pilot's choice)
 #
 # One job trains runs/report/NAME (continuing its checkpoint if an earlier job was killed; a
 # folder left without a checkpoint is cleared first), evaluates its last checkpoint on 100
