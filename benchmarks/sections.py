@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.render import md_table, plot_drops, plot_pilot, plot_profile
-from benchmarks.stats import (ESTIMATORS, MODEL_NAMES, aggregate, apply_pilot_rule,
+from benchmarks.stats import (BAR, ESTIMATORS, MODEL_NAMES, TIE, aggregate, apply_pilot_rule,
                               experiments, over_seeds, performance_profile, pm, read_pilot_v2,
                               score_cell, scores, task_matrices, verdict, welch_interval)
 
@@ -97,25 +97,25 @@ def _name(candidate):
     return " ".join(map(str, candidate))  # ("cosine", 4000, "last") -> "cosine 4000 last"
 
 
-def rule_reading(rows, chosen, bar=12.0):
+def rule_reading(rows, chosen, bar=BAR):
     """RULE.md's four steps as they fell on the pilot's rows (stats.apply_pilot_rule), in words."""
     left = {c: r for c, r in rows.items() if r["out"] is None}
     best = min(left, key=lambda c: left[c]["sd"])
-    tied = sorted((c for c, r in left.items() if r["sd"] <= left[best]["sd"] + 1.0),
+    tied = sorted((c for c, r in left.items() if r["sd"] <= left[best]["sd"] + TIE),
                   key=lambda c: left[c]["sd"])
     out = [f"{_name(c)}: {r['out']}" for c, r in rows.items() if r["out"]]
     text = (f"How the rule chose: rules 1-2 leave {len(left)} of {len(rows)} candidates"
             + (f" (out: {'; '.join(out)})" if out else "") + f". Rule 3: the lowest sd is "
             f"{_name(best)}'s {left[best]['sd']:.1f}")
     if len(tied) > 1:
-        text += ("; within 1.0 of it: " + ", ".join(
+        text += (f"; within {TIE:.1f} of it: " + ", ".join(
             f"{_name(c)} (sd {rows[c]['sd']:.1f}, {rows[c]['cost']:.1f} core-hours)"
-            for c in tied) + f"; the tie goes to the cheaper, then the simpler estimator: "
+            for c in tied) + "; the tie goes to the cheaper, then the simpler estimator: "
             f"{_name(chosen)}")
     worst = rows[chosen]["max_sd"]
     return text + (f". Rule 4: the choice's largest cell sd is {worst:.1f}, " + (
         f"within the bar of {bar:g} in every cell." if worst <= bar else
-        f"over the bar of {bar:g}: no candidate of this scale gets every cell there."))
+        f"over the bar of {bar:g}: the report says so and the sweep keeps the choice."))
 
 
 def what_did_not_work(rows, chosen, estimates, baseline=("const", 4000, "last")):
@@ -126,9 +126,9 @@ def what_did_not_work(rows, chosen, estimates, baseline=("const", 4000, "last"))
         return f"sd {r['sd']:.1f} (worst cell {r['max_sd']:.1f}), mean {r['mean']:.1f}"
 
     def helped(c):
-        if rows[c]["sd"] > rows[baseline]["sd"] - 1.0:
+        if rows[c]["sd"] > rows[baseline]["sd"] - TIE:
             return "no steadier than the first protocol's recipe"
-        if rows[c]["sd"] > rows[chosen]["sd"] + 1.0:
+        if rows[c]["sd"] > rows[chosen]["sd"] + TIE:
             return "steadier than the first protocol's recipe, less than the choice"
         return "as steady as the choice"
 
@@ -161,7 +161,7 @@ def what_did_not_work(rows, chosen, estimates, baseline=("const", 4000, "last"))
                 line += (f"; hopper DT reads {pm(*over_seeds(estimates[c][cell]), digits=1)} "
                          f"with the EMA, {pm(*over_seeds(estimates[baseline][cell]), digits=1)} "
                          "with the raw weights")
-            if not bottom and c != chosen and rows[c]["sd"] <= choice["sd"] + 1.0:
+            if not bottom and c != chosen and rows[c]["sd"] <= choice["sd"] + TIE:
                 line += (". It tied with the choice under rule 3 and lost the tie-break to the "
                          "simpler estimator at equal cost")
         lines.append(line + ".")
@@ -179,7 +179,7 @@ def _protocol(run):
             f"{scored.get('episodes', '?')} episodes ({seeds} seeds{shared})")
 
 
-def lottery_section(before, after, pilot=None, bar=12.0):
+def lottery_section(before, after, pilot=None, bar=BAR):
     """Each env x dataset cell's seed spread and verdict at its higher target under the first
     protocol (`before`, stats.groups_of of results/report-runs-v1) and the second (`after`);
     the hopper and walker2d cells whose spread after is over `bar` at either target; with

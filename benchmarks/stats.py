@@ -329,6 +329,8 @@ def performance_profile(score_matrices, taus):
 
 PILOT_BUDGETS = {"const-8k": (4000, 8000), "cosine-8k": (8000,), "cosine-4k": (4000,)}
 ESTIMATORS = ("last", "ema", "mean3")  # the tie-break order of RULE.md: simplest first
+TIE = 1.0   # RULE.md, rule 3: candidates within this many points of the lowest sd are tied
+BAR = 12.0  # issue 24's bar: every hopper and walker2d cell's seed sd at most this
 
 
 def pilot_estimates(metrics_lines, budget):
@@ -371,7 +373,7 @@ def apply_pilot_rule(estimates, costs, baseline=("const", 4000, "last")):
     if not left:
         return rows, None
     best = min(r["sd"] for r in left.values())
-    tied = [c for c, r in left.items() if r["sd"] <= best + 1.0]
+    tied = [c for c, r in left.items() if r["sd"] <= best + TIE]
     chosen = min(tied, key=lambda c: (rows[c]["cost"], ESTIMATORS.index(c[2]), rows[c]["sd"],
                                       c[0] != "const"))
     return rows, chosen
