@@ -12,6 +12,9 @@
 #   bash experiments.sh pilot2-jobs     the protocol pilot (results/pilot-v2/RULE.md: three recipes
 #                                       x {walker2d, hopper} medium x {dt, mamba} x seeds 0-2)
 #   bash experiments.sh pilot2 [N]      run its unfinished jobs, N at a time (default 2)
+#   bash experiments.sh pilot-me-jobs   the medium-expert pilot (results/pilot-me/RULE.md: cosine
+#                                       16000 steps x {hopper, walker2d} medium-expert x {dt, mamba}
+#                                       x seeds 0-2); pilot-me [N] runs them, N at a time
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   SCHEDULE=S BUDGET=N ESTIMATOR=E bash experiments.sh jobs|run|memory-jobs|memory
 #                                       the second protocol, once the pilot's rule has chosen
@@ -172,27 +175,36 @@ pilot() {  # report.py --pilot applies the budget rule; a run may be stopped (Ct
 }
 
 declare -A RECIPE=([const-8k]="--steps 8000" [cosine-8k]="--steps 8000 --lr-schedule cosine"
-                   [cosine-4k]="--steps 4000 --lr-schedule cosine")
+                   [cosine-4k]="--steps 4000 --lr-schedule cosine"
+                   [cosine-16k]="--steps 16000 --lr-schedule cosine")
 
 pilot2_jobs() {  # walker2d first (hopper waits for its new medium data), cell by cell
   for env in walker2d hopper; do for model in dt mamba; do for seed in 0 1 2; do
     for recipe in cosine-4k const-8k cosine-8k; do
-      echo "bash experiments.sh pilot2-one $recipe-$model-$env-medium-s$seed $recipe --model" \
+      echo "bash experiments.sh pilot-one pilot-v2 $recipe-$model-$env-medium-s$seed $recipe --model" \
            "$model --env $env --dataset medium --seed $seed"
     done
   done; done; done
 }
 
-pilot2_one() {  # pilot2-one NAME RECIPE TRAIN_FLAGS...: train on validation seeds, keep records
-  local name=$1 recipe=$2; shift 2
-  local run=runs/pilot-v2/$name record=results/pilot-v2/$name resume=()
+pilot_me_jobs() {  # the cells over issue 24's bar; cosine-4k is the sweep's own runs
+  for env in hopper walker2d; do for model in dt mamba; do for seed in 0 1 2; do
+    echo "bash experiments.sh pilot-one pilot-me cosine-16k-$model-$env-medium-expert-s$seed" \
+         "cosine-16k --model $model --env $env --dataset medium-expert --seed $seed"
+  done; done; done
+}
+
+pilot_one() {  # pilot-one PILOT NAME RECIPE TRAIN_FLAGS...: train on validation seeds, keep the
+  # records in results/PILOT/NAME
+  local pilot=$1 name=$2 recipe=$3; shift 3
+  local run=runs/$pilot/$name record=results/$pilot/$name resume=()
   [ -f "$record/metrics.jsonl" ] && { echo "$name: finished ($record)"; return 0; }
   [ -f "$run/ckpt.pt" ] && resume=(--resume)
   mkdir -p logs
-  echo "$name: training (log: logs/pilot2-$name.log)"
+  echo "$name: training (log: logs/$pilot-$name.log)"
   # shellcheck disable=SC2086  # the recipe is a list of flags
   $PYTHON train.py ${RECIPE[$recipe]} --ema 0.999 --eval-every 1000 --eval-episodes 20 \
-    --save-every 1000 --out "$run" "$@" "${resume[@]}" > "logs/pilot2-$name.log" 2>&1
+    --save-every 1000 --out "$run" "$@" "${resume[@]}" > "logs/$pilot-$name.log" 2>&1
   mkdir -p "$record"
   cp "$run/config.json" "$record/"
   cp "$run/metrics.jsonl" "$record/"  # last: its presence means "finished"
@@ -201,8 +213,10 @@ pilot2_one() {  # pilot2-one NAME RECIPE TRAIN_FLAGS...: train on validation see
 
 case ${1:-} in
   pilot2-jobs) pilot2_jobs ;;
-  pilot2-one) shift; pilot2_one "$@" ;;
+  pilot-one) shift; pilot_one "$@" ;;
   pilot2) check_python; pilot2_jobs | make_data; pilot2_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
+  pilot-me-jobs) pilot_me_jobs ;;
+  pilot-me) check_python; pilot_me_jobs | make_data; pilot_me_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   jobs) jobs ;;
   memory-jobs) [ "$RUNS" = runs/report-v2 ] || { echo "error: the memory runs use the second protocol: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
                memory_jobs ;;
