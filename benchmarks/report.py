@@ -39,11 +39,11 @@ from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
                  one_sentence_write_errors, option, parse_config, refuse_to_replace)
 from data import normalized_score
 from benchmarks.render import curve_of, drawn_by_matplotlib, plot_bands, plot_targets
-from benchmarks.sections import aggregate_section, lottery_section, memory_section, \
-    pilot_v2_section
-from benchmarks.stats import (MARGIN, MODEL_NAMES, PATIENCE, converged_step, experiments,
-                              group_name, groups_of, over_seeds, pm, read_json, read_pilot_v2,
-                              read_runs, score_cell, scores, verdict, welch_interval)
+from benchmarks.sections import aggregate_section, budget_pilot_section, lottery_section, \
+    memory_section, pilot_me, pilot_me_section, pilot_v2_section
+from benchmarks.stats import (MARGIN, MODEL_NAMES, experiments, group_name, groups_of,
+                              over_seeds, pm, read_json, read_pilot_v2, read_runs, score_cell,
+                              scores, verdict, welch_interval)
 
 # The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
 # (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
@@ -74,6 +74,9 @@ class ReportConfig:
                                "the seed lottery before and after", type=str, nargs="+")
     pilot_v2: str = option(None, "folder of the protocol pilot's records (results/pilot-v2): "
                                  "its candidates, with RULE.md's rule applied", type=str)
+    pilot_me: str = option(None, "folder of the medium-expert pilot's records "
+                                 "(results/pilot-me; its 4000-step candidates are the runs' "
+                                 "own medium-expert seeds 0-2)", type=str)
     profile: tuple = option((), "profile.py result files (none given: results/profile-*.json, "
                                 "if any)", type=str, nargs="+")
     bootstrap_reps: int = option(2000, "bootstrap resamples of the aggregate's intervals")
@@ -170,19 +173,6 @@ def whole_episode_table(groups):
     return lines if len(lines) > 2 else []
 
 
-def pilot_table(runs):
-    """The pilot's runs: their evaluations and where each curve settled."""
-    lines = ["| run | parameters | evaluations (step: mean return) | settled at |",
-             "|---|---|---|---|"]
-    for run in sorted(runs, key=lambda r: (r.train["env"], r.model)):
-        params = run.config.get("parameters", {}).get("without_timestep_table", "?")
-        points = ", ".join(f"{s}: {v:.0f}" for s, v, _ in run.curve)
-        settled = converged_step(run.curve)
-        lines.append(f"| {run.path.name} | {params} | {points} | "
-                     f"{settled if settled is not None else 'never'} |")
-    return lines
-
-
 # ----------------------------------------------------------------------------- the report
 
 def train_command(run):
@@ -223,6 +213,7 @@ def report_command(cfg: ReportConfig):
         ["--pilot", *shell_paths(cfg.pilot)] if cfg.pilot else []), *(
         ["--before", *shell_paths(cfg.before)] if cfg.before else []), *(
         ["--pilot-v2", shlex.quote(cfg.pilot_v2)] if cfg.pilot_v2 else []), *(
+        ["--pilot-me", shlex.quote(cfg.pilot_me)] if cfg.pilot_me else []), *(
         ["--profile", *shell_paths(cfg.profile)] if cfg.profile else []),
         "--out", shlex.quote(cfg.out), "--figures", shlex.quote(str(figures_folder(cfg))),
         *(["--force"] if cfg.force else [])])
@@ -354,9 +345,11 @@ def write_report(cfg: ReportConfig) -> Path:
         if len(table) > 2:
             doc += [f"At {name}:", ""] + table + [""]
     doc += aggregate_section(groups, figures, rel, cfg.bootstrap_reps)
+    sweep = str(Path(cfg.runs[0]).parent) if cfg.runs else "results/report-runs"
+    me = pilot_me(cfg.pilot_me, sweep) if cfg.pilot_me else None
     if cfg.before:
         doc += lottery_section(groups_of(read_runs(cfg.before)[0]), groups,
-                               read_pilot_v2(cfg.pilot_v2) if cfg.pilot_v2 else None)
+                               read_pilot_v2(cfg.pilot_v2) if cfg.pilot_v2 else None, me=me)
     doc += ["### Every experiment at its own target", "",
             "ep. sd: the standard deviation over episodes, averaged over seeds; fell: episodes "
             "that ended by falling rather than at the 1000-step limit.", ""]
@@ -368,22 +361,12 @@ def write_report(cfg: ReportConfig) -> Path:
                 "recurrently (constant cost per env step, no window), against both K=20 models "
                 "on the medium data, at each run's own target:", ""] + whole
     if pilot:
-        png = figures / "pilot.png"
-        plot_bands(pilot, lambda r: f"{r.train['env']} / {r.dataset}", curve_of,
-                   "mean return (periodic evaluation)", png, data_mean=True)
-        settled = [converged_step(r.curve) for r in pilot]
-        budget = (f"the budget is the latest of these, {max(settled)} steps" if all(
-            s is not None for s in settled) else "a curve never settled, so no budget follows")
-        doc += ["", "## The pilot that chose the step budget", "",
-                f"One seed per model on each env's medium data, evaluated every "
-                f"{pilot[0].train.get('eval_every')} steps on {pilot[0].train.get('eval_episodes')}"
-                f" episodes. A curve settles at the first evaluation after which {PATIENCE} in a "
-                f"row do not beat the best mean return so far by more than their standard error "
-                f"(std over episodes / sqrt(episodes)); {budget}.", ""]
-        doc += pilot_table(pilot) + ["", f"![pilot]({rel(png)})"]
+        doc += budget_pilot_section(pilot, figures, rel)
     doc += [""] + memory_section(groups, figures, rel)
     if cfg.pilot_v2:
         doc += [""] + pilot_v2_section(cfg.pilot_v2, figures, rel)
+    if cfg.pilot_me:
+        doc += [""] + pilot_me_section(cfg.pilot_me, figures, rel, sweep)
     doc += ["", "## Training loss and evaluation return vs step", "",
             "Mean over seeds (line) and the range over seeds (band). The evaluation curves are "
             "the periodic evaluations during training (fewer episodes than the tables).", ""]

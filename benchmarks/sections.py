@@ -1,12 +1,14 @@
 """REPORT.md's sections that read the records and say what they show, each a list of markdown
 lines (report.py puts them in order; render.py draws their figures).
 
-  aggregate_section REPORT.md's "Over all tasks": IQM, P(Mamba > DT), performance profiles
-  pilot_v2_section  the protocol pilot: the candidates, RULE.md applied and how it fell, curves
-  lottery_section   the seed lottery: each cell's seed spread and verdict, the first protocol's
-                    records beside the second's; the cells over the bar, seed by seed; what the
-                    pilot found did not work
-  memory_section    "Where memory matters": each variant's drop, the settings against the DT
+  aggregate_section     REPORT.md's "Over all tasks": IQM, P(Mamba > DT), performance profiles
+  budget_pilot_section  the first pilot: where each curve settled, the step budget
+  pilot_v2_section      the protocol pilot: the candidates, RULE.md applied and how it fell
+  pilot_me_section      the medium-expert pilot: a longer budget on the cells over the bar
+  lottery_section       the seed lottery: each cell's seed spread and verdict, the first
+                        protocol's records beside the second's; the cells over the bar, seed by
+                        seed, and what would bring them under; what the pilot found did not work
+  memory_section        "Where memory matters": each variant's drop, the settings against the DT
 
 Standard library and numpy; the statistics are stats.py's.
 """
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.render import md_table, plot_drops, plot_pilot, plot_profile
-from benchmarks.stats import (BAR, ESTIMATORS, MODEL_NAMES, TIE, aggregate, apply_pilot_rule,
-                              experiments, over_seeds, performance_profile, pm, read_pilot_v2,
+from benchmarks.render import curve_of, md_table, plot_bands, plot_drops, plot_pilot, \
+    plot_profile
+from benchmarks.stats import (BAR, ESTIMATORS, MODEL_NAMES, PATIENCE, TIE, aggregate,
+                              apply_pilot_rule, converged_step, experiments, over_seeds,
+                              performance_profile, pm, read_pilot_me, read_pilot_v2,
                               score_cell, scores, task_matrices, verdict, welch_interval)
 
 
@@ -48,6 +52,32 @@ def aggregate_section(groups, figures, rel, reps):
                     f"![performance profiles]({rel(png)})", ""]
 
 
+def budget_pilot_section(pilot, figures, rel):
+    """The first pilot (results/pilot): one seed per model on each medium set, where each
+    curve settled (stats.converged_step) and the step budget that follows."""
+    png = figures / "pilot.png"
+    plot_bands(pilot, lambda r: f"{r.train['env']} / {r.dataset}", curve_of,
+               "mean return (periodic evaluation)", png, data_mean=True)
+    settled = [converged_step(r.curve) for r in pilot]
+    budget = (f"the budget is the latest of these, {max(settled)} steps" if all(
+        s is not None for s in settled) else "a curve never settled, so no budget follows")
+    lines = ["", "## The pilot that chose the step budget", "",
+             f"One seed per model on each env's medium data, evaluated every "
+             f"{pilot[0].train.get('eval_every')} steps on {pilot[0].train.get('eval_episodes')}"
+             f" episodes. A curve settles at the first evaluation after which {PATIENCE} in a "
+             f"row do not beat the best mean return so far by more than their standard error "
+             f"(std over episodes / sqrt(episodes)); {budget}.", "",
+             "| run | parameters | evaluations (step: mean return) | settled at |",
+             "|---|---|---|---|"]
+    for run in sorted(pilot, key=lambda r: (r.train["env"], r.model)):
+        params = run.config.get("parameters", {}).get("without_timestep_table", "?")
+        points = ", ".join(f"{s}: {v:.0f}" for s, v, _ in run.curve)
+        at = converged_step(run.curve)
+        lines.append(f"| {run.path.name} | {params} | {points} | "
+                     f"{at if at is not None else 'never'} |")
+    return lines + ["", f"![pilot]({rel(png)})"]
+
+
 def pilot_v2_section(folder, figures, rel):
     """The protocol pilot (results/pilot-v2): each candidate's seed spread, mean and projected
     sweep cost on the complete cells, RULE.md's rule applied once both models have runs (marked
@@ -62,26 +92,7 @@ def pilot_v2_section(folder, figures, rel):
         status = ("the rule's choice" if costs and len(cells) == 4 else
                   "not yet the rule's choice: costs need both models' runs" if not costs else
                   f"provisional: {len(cells)} of 4 cells complete")
-        doc += [f"Cells with all three seeds of every recipe: "
-                f"{', '.join(' / '.join(c) for c in cells)} ({status}). sd: the seed standard "
-                "deviation of the estimate (normalised score on validation seeds), averaged over "
-                "those cells.", "",
-                "| schedule | budget | estimator | mean | sd | max cell sd | sweep core-hours | "
-                "rule |", "|---|---|---|---|---|---|---|---|"]
-        for c, r in sorted(rows.items(),
-                           key=lambda x: (x[0][0], x[0][1], ESTIMATORS.index(x[0][2]))):
-            verdict = ("-" if not costs else "**chosen**" if c == chosen else
-                       r["out"] or "eligible")
-            cost = f"{r['cost']:.1f}" if costs else "?"
-            doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
-                       f"{r['max_sd']:.1f} | {cost} | {verdict} |")
-        doc += ["", "Each cell's estimates, mean ± seed sd (normalised score, validation seeds):",
-                ""] + md_table(["schedule", "budget", "estimator",
-                                *(f"{env} {MODEL_NAMES[model]}" for env, model in cells)],
-                               [[*c, *(pm(*over_seeds(estimates[c][cell]), digits=1)
-                                       for cell in cells)] for c in sorted(
-                                   rows, key=lambda c: (c[0], c[1], ESTIMATORS.index(c[2])))])
-        doc.append("")
+        doc += candidates_table(rows, estimates, costs, chosen, status)
         if costs and chosen is not None:
             doc += [rule_reading(rows, chosen), ""]
     else:
@@ -93,12 +104,91 @@ def pilot_v2_section(folder, figures, rel):
     return doc + [f"![the pilot's candidates]({rel(png)})", ""]
 
 
+def candidates_table(rows, estimates, costs, chosen, status):
+    """A pilot's candidates (stats.apply_pilot_rule's rows) and each cell's estimates."""
+    cells = next(iter(rows.values()))["cells"]
+    order = sorted(rows, key=lambda c: (c[0], c[1], ESTIMATORS.index(c[2])))
+    doc = [f"Cells with all three seeds of every recipe: "
+           f"{', '.join(' / '.join(c) for c in cells)} ({status}). sd: the seed standard "
+           "deviation of the estimate (normalised score on validation seeds), averaged over "
+           "those cells.", "",
+           "| schedule | budget | estimator | mean | sd | max cell sd | sweep core-hours | "
+           "rule |", "|---|---|---|---|---|---|---|---|"]
+    for c in order:
+        r = rows[c]
+        said = ("-" if not costs else "**chosen**" if c == chosen else r["out"] or "eligible")
+        cost = f"{r['cost']:.1f}" if costs else "?"
+        doc.append(f"| {c[0]} | {c[1]} | {c[2]} | {r['mean']:.1f} | {r['sd']:.1f} | "
+                   f"{r['max_sd']:.1f} | {cost} | {said} |")
+    return doc + ["", "Each cell's estimates, mean ± seed sd (normalised score, validation "
+                  "seeds):", ""] + md_table(
+        ["schedule", "budget", "estimator",
+         *(f"{env} {MODEL_NAMES[model]}" for env, model in cells)],
+        [[*c, *(pm(*over_seeds(estimates[c][cell]), digits=1) for cell in cells)]
+         for c in order]) + [""]
+
+
+SWEEP_4K = ("cosine", 4000, "last")  # the sweep's protocol: results/pilot-me/RULE.md's baseline
+ME_RUNS = 12  # the medium-expert pilot's runs: 2 envs x 2 models x 3 seeds
+
+
+def pilot_me(folder, sweep="results/report-runs"):
+    """The medium-expert pilot read and its rule applied: (names, estimates, curves, costs,
+    rows, chosen, done); done when all its runs have records and the costs are known."""
+    names, estimates, curves, costs = read_pilot_me(folder, sweep)
+    rows, chosen = apply_pilot_rule(estimates, costs or {c: float("nan") for c in estimates},
+                                    baseline=SWEEP_4K) if SWEEP_4K in estimates else ({}, None)
+    done = bool(costs) and chosen is not None and sum(
+        n.startswith("cosine-16k") for n in names) == ME_RUNS
+    return names, estimates, curves, costs, rows, chosen, done
+
+
+def me_answer(rows, chosen, bar=BAR):
+    """Rule 4 of results/pilot-me/RULE.md in words: the answer to issue 24's bar."""
+    worst = rows[chosen]["max_sd"]
+    if worst <= bar:
+        return (f"Rule 4: {_name(chosen)} brings every medium-expert cell under the bar of "
+                f"{bar:g} (largest cell sd {worst:.1f}) at {rows[chosen]['cost']:.1f} projected "
+                "sweep core-hours. Using it means re-running the whole sweep with it (one "
+                "protocol for every cell); this pilot did not measure it on the other datasets.")
+    return (f"Rule 4: the choice's largest cell sd is {worst:.1f}, over the bar of {bar:g}: no "
+            "affordable candidate measured here gets medium-expert under it (largest cell sd: "
+            + ", ".join(f"{_name(c)} {r['max_sd']:.1f}" for c, r in sorted(rows.items()))
+            + ").")
+
+
+def pilot_me_section(folder, figures, rel, sweep="results/report-runs"):
+    """The medium-expert pilot (results/pilot-me): the candidates on the cells over the bar,
+    its rule applied once all its runs have records (provisional before), and the curves."""
+    names, estimates, curves, costs, rows, chosen, done = pilot_me(folder, sweep)
+    ours = sum(n.startswith("cosine-16k") for n in names)
+    doc = ["## The medium-expert pilot: a longer budget on the cells over the bar", "",
+           f"The rule was committed before its first run: [RULE.md]("
+           f"{rel(Path(folder) / 'RULE.md')}). Its runs with records: {ours} of {ME_RUNS} "
+           "(cosine lr to 0 at 16000 steps, EMA tracked); the 4000-step candidates are the "
+           "sweep's own runs of these cells, seeds 0-2.", ""]
+    if rows:
+        doc += candidates_table(rows, estimates, costs, chosen if done else None,
+                                "the rule's choice" if done else
+                                f"provisional: {ours} of {ME_RUNS} runs")
+        if done:
+            doc += [rule_reading(rows, chosen, then=me_answer(rows, chosen)), ""]
+    else:
+        doc += ["No cell has 3 seeds of every candidate yet.", ""]
+    if curves:
+        png = figures / "pilot-me.png"
+        plot_pilot(curves, png)
+        doc += [f"![the medium-expert pilot's candidates]({rel(png)})", ""]
+    return doc
+
+
 def _name(candidate):
     return " ".join(map(str, candidate))  # ("cosine", 4000, "last") -> "cosine 4000 last"
 
 
-def rule_reading(rows, chosen, bar=BAR):
-    """RULE.md's four steps as they fell on the pilot's rows (stats.apply_pilot_rule), in words."""
+def rule_reading(rows, chosen, bar=BAR, then=None):
+    """RULE.md's four steps as they fell on the pilot's rows (stats.apply_pilot_rule), in words;
+    `then` replaces rule 4's sentence."""
     left = {c: r for c, r in rows.items() if r["out"] is None}
     best = min(left, key=lambda c: left[c]["sd"])
     tied = sorted((c for c, r in left.items() if r["sd"] <= left[best]["sd"] + TIE),
@@ -113,6 +203,8 @@ def rule_reading(rows, chosen, bar=BAR):
             for c in tied) + "; the tie goes to the cheaper, then the simpler estimator: "
             f"{_name(chosen)}")
     worst = rows[chosen]["max_sd"]
+    if then:
+        return f"{text}. {then}"
     return text + (f". Rule 4: the choice's largest cell sd is {worst:.1f}, " + (
         f"within the bar of {bar:g} in every cell." if worst <= bar else
         f"over the bar of {bar:g}: the report says so and the sweep keeps the choice."))
@@ -179,11 +271,12 @@ def _protocol(run):
             f"{scored.get('episodes', '?')} episodes ({seeds} seeds{shared})")
 
 
-def lottery_section(before, after, pilot=None, bar=BAR):
+def lottery_section(before, after, pilot=None, bar=BAR, me=None):
     """Each env x dataset cell's seed spread and verdict at its higher target under the first
     protocol (`before`, stats.groups_of of results/report-runs-v1) and the second (`after`);
-    the hopper and walker2d cells whose spread after is over `bar` at either target; with
-    `pilot` (stats.read_pilot_v2 of results/pilot-v2), what the pilot found did not work."""
+    the hopper and walker2d cells whose spread after is over `bar` at either target, with what
+    the medium-expert pilot (`me`: pilot_me's result) found; with `pilot` (stats.read_pilot_v2
+    of results/pilot-v2), what the protocol pilot found did not work."""
     cells, over, why = {}, [], []
     for name, groups in (("before", before), ("after", after)):
         for (env, dataset, model, variant), runs in experiments(groups).items():
@@ -246,11 +339,24 @@ def lottery_section(before, after, pilot=None, bar=BAR):
                "episodes, and the same checkpoint's return on the 20 validation episodes of "
                "training's last evaluation beside its test return:", "", *why, "",
                "The pilot that chose the protocol ran on the medium data only (its spreads "
-               "below); these cells are not medium data. What would bring them under it is "
-               "not measured here: a pilot on these cells with longer budgets (the DT paper "
-               "trains about 50 times our windows) is the next step. More seeds narrow the "
-               "interval of a difference, not the spread itself.", ""] if why else []),
+               "below); these cells are not medium data. " + _what_would(me) + " More seeds "
+               "narrow the interval of a difference, not the spread itself.", ""] if why else []),
             *_pilot_findings(pilot)]
+
+
+def _what_would(me):
+    """What would bring the medium-expert cells under the bar: the medium-expert pilot's answer
+    once its rule has applied, else that it is not measured (yet)."""
+    if me and me[6]:
+        rows, chosen = me[4], me[5]
+        answer = me_answer(rows, chosen).removeprefix("Rule 4: ")
+        return ("A pilot on the medium-expert cells with four times the budget (\"The "
+                f"medium-expert pilot\" below) answers: {answer}")
+    return ("What would bring them under it is not measured yet: a pilot on these cells with a "
+            "longer budget (results/pilot-me/RULE.md: cosine to 16000 steps, four times the "
+            "sweep's windows) " + ("is running; its runs so far are below." if me and any(
+                n.startswith("cosine-16k") for n in me[0]) else
+                                   "is the next step."))
 
 
 def _seeds_apart(env, dataset, model, runs, target):

@@ -327,7 +327,8 @@ def performance_profile(score_matrices, taus):
 
 # ----------------------------------------------------------------------------- protocol pilot
 
-PILOT_BUDGETS = {"const-8k": (4000, 8000), "cosine-8k": (8000,), "cosine-4k": (4000,)}
+PILOT_BUDGETS = {"const-8k": (4000, 8000), "cosine-8k": (8000,), "cosine-4k": (4000,),
+                 "cosine-16k": (16000,)}  # recipe -> the budgets its runs are read at
 ESTIMATORS = ("last", "ema", "mean3")  # the tie-break order of RULE.md: simplest first
 TIE = 1.0   # RULE.md, rule 3: candidates within this many points of the lowest sd are tied
 BAR = 12.0  # issue 24's bar: every hopper and walker2d cell's seed sd at most this
@@ -368,7 +369,8 @@ def apply_pilot_rule(estimates, costs, baseline=("const", 4000, "last")):
         if row["cost"] > 30:
             row["out"] = f"unaffordable ({row['cost']:.0f} > 30 core-hours)"
         elif row["mean"] < rows[baseline]["mean"] - 5:
-            row["out"] = f"mean {row['mean']:.1f} < v1's {rows[baseline]['mean']:.1f} - 5"
+            row["out"] = (f"mean {row['mean']:.1f} < {' '.join(map(str, baseline))}'s "
+                          f"{rows[baseline]['mean']:.1f} - 5")
     left = {c: r for c, r in rows.items() if r["out"] is None}
     if not left:
         return rows, None
@@ -380,18 +382,34 @@ def apply_pilot_rule(estimates, costs, baseline=("const", 4000, "last")):
 
 
 def read_pilot_v2(folder):
-    """The pilot's records -> (run names, estimates: candidate -> cell -> seeds' estimates,
-    curves: cell -> recipe -> raw|ema -> [(step, mean over seeds)], costs: candidate ->
-    projected sweep core-hours as RULE.md defines them, None until both models have runs)."""
+    """The protocol pilot's records (results/pilot-v2): read_pilot of every run, each timed."""
+    paths = sorted(Path(folder).glob("*/metrics.jsonl"))
+    return read_pilot([(p.parent, next(r for r in PILOT_BUDGETS if p.parent.name.startswith(
+        r + "-")), True) for p in paths])
+
+
+def read_pilot_me(folder, sweep="results/report-runs"):
+    """The medium-expert pilot (results/pilot-me/RULE.md): its cosine-16k runs, and the sweep's
+    own cosine-4k runs of the same cells and seeds, which alone are timed for the costs."""
+    ours = [(p.parent, "cosine-16k", False) for p in sorted(Path(folder).glob("*/metrics.jsonl"))]
+    theirs = [(Path(sweep) / f"{model}-{env}-medium-expert-s{seed}", "cosine-4k", True)
+              for env in ("hopper", "walker2d") for model in ("dt", "mamba") for seed in (0, 1, 2)]
+    return read_pilot(ours + [r for r in theirs if (r[0] / "metrics.jsonl").is_file()])
+
+
+def read_pilot(records):
+    """Pilot records [(folder, recipe, timed)] -> (run names, estimates: candidate -> cell ->
+    seeds' estimates, curves: cell -> recipe -> raw|ema -> [(step, mean over seeds)], costs:
+    candidate -> projected sweep core-hours as RULE.md defines them, from the timed records;
+    None until both models have timed ones)."""
     estimates = defaultdict(lambda: defaultdict(list))
     points = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     step_s, eval_s, names = defaultdict(list), defaultdict(list), []
-    for path in sorted(Path(folder).glob("*/metrics.jsonl")):
-        recipe = next(r for r in PILOT_BUDGETS if path.parent.name.startswith(r + "-"))
-        train = read_json(path.parent / "config.json")["train"]
+    for folder, recipe, timed in records:
+        train = read_json(folder / "config.json")["train"]
         cell = (train["env"], train["model"])
-        lines = [json.loads(line) for line in path.read_text().splitlines()]
-        names.append(path.parent.name)
+        lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        names.append(folder.name)
         for budget in PILOT_BUDGETS[recipe]:
             for estimator, value in pilot_estimates(lines, budget).items():
                 if value is not None:
@@ -400,9 +418,10 @@ def read_pilot_v2(folder):
             for kind, key in (("raw", "eval"), ("ema", "eval_ema")):
                 if key in r:
                     points[cell][recipe][kind][r["step"]].append(r[key]["score_mean"])
-        last = [r for r in lines if "loss" in r][-1]
-        step_s[train["model"]].append(last["time"] / last["step"])
-        eval_s[train["model"]] += [r["eval"]["wall_time_s"] for r in lines if "eval" in r]
+        if timed:
+            last = [r for r in lines if "loss" in r][-1]
+            step_s[train["model"]].append(last["time"] / last["step"])
+            eval_s[train["model"]] += [r["eval"]["wall_time_s"] for r in lines if "eval" in r]
     curves = {cell: {recipe: {kind: sorted((s, float(np.mean(v))) for s, v in pts.items())
                               for kind, pts in kinds.items()} for recipe, kinds in by.items()}
               for cell, by in points.items()}

@@ -95,6 +95,29 @@ def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(t
             assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
+def test_the_medium_expert_pilot_trains_its_recipe_on_validation_seeds_and_keeps_records(
+        tmp_path):
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
+    lines = subprocess.run(["bash", "experiments.sh", "pilot-me-jobs"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    names = {line.split()[4] for line in lines}
+    assert names == {f"cosine-16k-{m}-{e}-medium-expert-s{s}" for e in ("hopper", "walker2d")
+                     for m in ("dt", "mamba") for s in (0, 1, 2)}
+    for _ in range(2):  # the second time it is finished and skipped
+        subprocess.run(["bash", "-c", lines[0]], cwd=tmp_path, env=env, check=True,
+                       capture_output=True)
+    calls, name = (tmp_path / "calls.log").read_text().splitlines(), lines[0].split()[4]
+    assert calls == ["train.py --steps 16000 --lr-schedule cosine --ema 0.999 --eval-every 1000 "
+                     f"--eval-episodes 20 --save-every 1000 --out runs/pilot-me/{name} "
+                     "--model dt --env hopper --dataset medium-expert --seed 0"]
+    record = tmp_path / "results/pilot-me" / name
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
 V2 = {"SCHEDULE": "cosine", "BUDGET": "4000", "ESTIMATOR": "ema"}
 
 

@@ -54,7 +54,7 @@ def test_the_rule_drops_the_unaffordable_and_the_stably_bad_then_takes_the_lowes
     costs = {c: 40.0 if c[1] == 8000 else 12.0 for c in estimates}
     costs["cosine", 4000, "ema"] = 13.0  # tied within 1 point with "last" (sd 3), and dearer
     rows, chosen = stats.apply_pilot_rule(estimates, costs)
-    assert rows["const", 4000, "ema"]["out"].startswith("mean 13.0 < v1's 50.0 - 5")
+    assert rows["const", 4000, "ema"]["out"].startswith("mean 13.0 < const 4000 last's 50.0 - 5")
     assert rows["cosine", 8000, "last"]["out"].startswith("unaffordable")
     assert chosen == ("cosine", 4000, "last")  # the tie goes to the cheaper candidate
     assert rows[chosen]["sd"] == pytest.approx(3.0) and rows[chosen]["max_sd"] == pytest.approx(3)
@@ -89,7 +89,8 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
     assert "Runs with records: 18 of 36" in text
     # every candidate has seed sd 10 (scores 10, 20, 30 + offset); the const EMA is stably bad;
     # 8k costs 45 x (800 + 800 s) + 18 x 800 s of training alone = 24 h: still affordable
-    assert "| const | 4000 | ema | 5.0 | 0.0 | 0.0 |" in text and "mean 5.0 < v1's 20.0" in text
+    assert "| const | 4000 | ema | 5.0 | 0.0 | 0.0 |" in text
+    assert "mean 5.0 < const 4000 last's 20.0" in text
     assert text.count("**chosen**") == 1
     assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 |" in text
     # each cell's estimates: the raw scores 50, 60, 70; the EMA's 5 on every seed
@@ -134,4 +135,70 @@ def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
     rows, chosen = stats.apply_pilot_rule(estimates, costs)
     text = "\n".join(sections.what_did_not_work(rows, chosen, estimates))
     assert "here it is stable at the bottom again" in text and "It tied" not in text
-    assert "out: const 4000 ema: mean 13.0 < v1's 50.0 - 5" in sections.rule_reading(rows, chosen)
+    reading = sections.rule_reading(rows, chosen)
+    assert "out: const 4000 ema: mean 13.0 < const 4000 last's 50.0 - 5" in reading
+
+
+ME_CELLS = [(env, model) for env in ("hopper", "walker2d") for model in ("dt", "mamba")]
+
+
+def write_pilot_me(tmp_path, pilot_scores, sweep_scores=(10.0, 50.0, 90.0), runs=12):
+    """Made-up medium-expert pilot: the sweep's cosine-4k runs (seeds 0-2, raw scores constant
+    over a run) and the first `runs` of the pilot's cosine-16k runs (EMA 1 point above raw)."""
+    sweep, folder = tmp_path / "report-runs", tmp_path / "pilot-me"
+    folder.mkdir()
+    (folder / "RULE.md").write_text("the rule\n")
+    made = 0
+    for env, model in ME_CELLS:
+        for seed in range(3):
+            for root, name, budget, score in (
+                    (sweep, f"{model}-{env}-medium-expert-s{seed}", 4000, sweep_scores[seed]),
+                    (folder, f"cosine-16k-{model}-{env}-medium-expert-s{seed}", 16000,
+                     pilot_scores[seed])):
+                if root == folder and (made := made + 1) > runs:
+                    continue
+                (root / name).mkdir(parents=True)
+                (root / name / "config.json").write_text(json.dumps(
+                    {"train": {"env": env, "model": model, "seed": seed}}))
+                n = budget // 1000
+                lines = pilot_lines([score] * n, [score + 1] * n, budget, seconds_per_step=0.01)
+                if root == sweep:  # the sweep tracked no EMA
+                    lines = [{k: v for k, v in x.items() if k != "eval_ema"} for x in lines]
+                (root / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    (tmp_path / "figures").mkdir()
+    return folder, sweep
+
+
+def test_the_medium_expert_pilot_says_what_brings_those_cells_under_the_bar(tmp_path):
+    folder, sweep = write_pilot_me(tmp_path, (60.0, 62.0, 64.0))
+    me = sections.pilot_me(folder, sweep)
+    assert me[6] and me[5] == ("cosine", 16000, "last")  # done; sd 2 beats the sweep's 40
+    assert me[4]["cosine", 4000, "last"]["sd"] == pytest.approx(40.0)
+    assert ("cosine", 4000, "ema") not in me[4]  # the sweep tracked no EMA
+    text = "\n".join(sections.pilot_me_section(folder, tmp_path / "figures", str, sweep))
+    assert "Its runs with records: 12 of 12" in text and "(the rule's choice)" in text
+    assert "| cosine | 16000 | last | 62.0 | 2.0 | 2.0 |" in text
+    assert "Rule 4: cosine 16000 last brings every medium-expert cell under the bar of 12 " \
+           "(largest cell sd 2.0)" in text
+    assert "re-running the whole sweep with it" in text
+    assert (tmp_path / "figures" / "pilot-me.png").stat().st_size > 0
+    assert sections._what_would(me).startswith("A pilot on the medium-expert cells with four")
+
+
+def test_the_medium_expert_pilot_says_so_when_nothing_gets_under_the_bar(tmp_path):
+    folder, sweep = write_pilot_me(tmp_path, (30.0, 50.0, 70.0))  # sd 20 at 16000 steps
+    text = "\n".join(sections.pilot_me_section(folder, tmp_path / "figures", str, sweep))
+    assert "Rule 4: the choice's largest cell sd is 20.0, over the bar of 12: no affordable " \
+           "candidate measured here gets medium-expert under it" in text
+    assert "cosine 4000 last 40.0" in text and "cosine 16000 last 20.0" in text
+
+
+def test_a_medium_expert_pilot_under_way_is_provisional(tmp_path):
+    folder, sweep = write_pilot_me(tmp_path, (60.0, 62.0, 64.0), runs=3)  # hopper DT only
+    me = sections.pilot_me(folder, sweep)
+    assert not me[6]
+    text = "\n".join(sections.pilot_me_section(folder, tmp_path / "figures", str, sweep))
+    assert "Its runs with records: 3 of 12" in text and "provisional: 3 of 12 runs" in text
+    assert "Rule 4" not in text and "**chosen**" not in text
+    assert "is running; its runs so far are below" in sections._what_would(me)
+    assert "is the next step" in sections._what_would(None)
