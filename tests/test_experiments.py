@@ -18,6 +18,15 @@ esac
 """
 
 
+def sandbox(tmp_path):
+    """experiments.sh copied into tmp_path beside the stand-in python; returns the stand-in."""
+    shutil.copy(ROOT / "experiments.sh", tmp_path)
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    return fake
+
+
 def jobs():
     lines = subprocess.run(["bash", "experiments.sh", "jobs"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.splitlines()
@@ -38,10 +47,7 @@ def test_job_list_covers_every_cell_with_three_seeds_and_the_whole_episode_runs(
 
 
 def test_one_job_trains_evaluates_sweeps_copies_records_resumes_and_skips(tmp_path):
-    shutil.copy(ROOT / "experiments.sh", tmp_path)
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
+    fake = sandbox(tmp_path)
     line = next(line for line in jobs() if " dt-walker2d-medium-s0 " in line)
 
     def run_line():
@@ -80,10 +86,7 @@ def test_one_job_trains_evaluates_sweeps_copies_records_resumes_and_skips(tmp_pa
 
 
 def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(tmp_path):
-    shutil.copy(ROOT / "experiments.sh", tmp_path)
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
+    fake = sandbox(tmp_path)
     subprocess.run(["bash", "experiments.sh", "pilot"], cwd=tmp_path, check=True,
                    env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}, capture_output=True)
     calls = sorted((tmp_path / "calls.log").read_text().splitlines())
@@ -97,10 +100,7 @@ def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(t
 
 def test_the_medium_expert_pilot_trains_its_recipe_on_validation_seeds_and_keeps_records(
         tmp_path):
-    shutil.copy(ROOT / "experiments.sh", tmp_path)
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
+    fake = sandbox(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
     lines = subprocess.run(["bash", "experiments.sh", "pilot-me-jobs"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=True).stdout.splitlines()
@@ -149,10 +149,7 @@ def test_the_second_protocol_lists_five_seeds_a_cell_and_the_memory_variants(tmp
 
 def test_a_second_protocol_job_trains_the_recipe_and_scores_its_estimator_on_test_seeds(
         tmp_path):
-    shutil.copy(ROOT / "experiments.sh", tmp_path)
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
+    fake = sandbox(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), **V2, "ESTIMATOR": "mean3"}
     line = ("bash experiments.sh one mamba-walker2d-medium-positions-s0 --model mamba --env "
             "walker2d --dataset medium --seed 0 --obs positions")
@@ -167,10 +164,7 @@ def test_a_second_protocol_job_trains_the_recipe_and_scores_its_estimator_on_tes
 
 
 def test_run_makes_each_missing_dataset_once_before_any_job_and_without_torch_says_so(tmp_path):
-    shutil.copy(ROOT / "experiments.sh", tmp_path)
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
+    fake = sandbox(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "hopper-medium.hdf5").write_text("made before")
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "SEEDS": "0"}
