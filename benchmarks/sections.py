@@ -173,6 +173,7 @@ def pilot_me_section(folder, figures, rel, sweep="results/report-runs"):
                                 f"provisional: {ours} of {ME_RUNS} runs")
         if done:
             doc += [rule_reading(rows, chosen, then=me_answer(rows, chosen)), ""]
+        doc += [_seed_by_seed(rows, estimates), ""]
     else:
         doc += ["No cell has 3 seeds of every candidate yet.", ""]
     if curves:
@@ -180,6 +181,19 @@ def pilot_me_section(folder, figures, rel, sweep="results/report-runs"):
         plot_pilot(curves, png)
         doc += [f"![the medium-expert pilot's candidates]({rel(png)})", ""]
     return doc
+
+
+def _seed_by_seed(rows, estimates):
+    """Each cell's seeds at each budget, the last raw weights: a spread's shape (two modes, or
+    one) in a line."""
+    lasts = sorted(c for c in rows if c[2] == "last")
+
+    def seeds(cand, cell):
+        return " / ".join(f"{v:.0f}" for v in estimates[cand][cell])
+    return ("Seed by seed, the last raw weights (validation scores of seeds 0, 1, 2): " + "; ".join(
+        f"{env} {MODEL_NAMES[model]} " + ", then ".join(
+            f"{seeds(c, (env, model))} at {c[1]} steps" for c in lasts)
+        for env, model in next(iter(rows.values()))["cells"]) + ".")
 
 
 def _name(candidate):

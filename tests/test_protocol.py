@@ -181,6 +181,7 @@ def test_the_medium_expert_pilot_says_what_brings_those_cells_under_the_bar(tmp_
     assert "Rule 4: cosine 16000 last brings every medium-expert cell under the bar of 12 " \
            "(largest cell sd 2.0)" in text
     assert "re-running the whole sweep with it" in text
+    assert "hopper DT 10 / 50 / 90 at 4000 steps, then 60 / 62 / 64 at 16000 steps;" in text
     assert (tmp_path / "figures" / "pilot-me.png").stat().st_size > 0
     assert sections._what_would(me).startswith("A pilot on the medium-expert cells with four")
 
