@@ -143,18 +143,25 @@ def pilot_me(folder, sweep="results/report-runs"):
     return names, estimates, curves, costs, rows, chosen, done
 
 
-def me_answer(rows, chosen, bar=BAR):
-    """Rule 4 of results/pilot-me/RULE.md in words: the answer to issue 24's bar."""
+def me_answer(rows, chosen, estimates, bar=BAR):
+    """Rule 4 of results/pilot-me/RULE.md in words: the answer to issue 24's bar, and which
+    cells the choice brings under it."""
     worst = rows[chosen]["max_sd"]
     if worst <= bar:
         return (f"Rule 4: {_name(chosen)} brings every medium-expert cell under the bar of "
                 f"{bar:g} (largest cell sd {worst:.1f}) at {rows[chosen]['cost']:.1f} projected "
                 "sweep core-hours. Using it means re-running the whole sweep with it (one "
                 "protocol for every cell); this pilot did not measure it on the other datasets.")
+    sds = {cell: over_seeds(estimates[chosen][cell])[1] for cell in rows[chosen]["cells"]}
+
+    def cells(keep):
+        return ", ".join(f"{env} {MODEL_NAMES[model]} ({sd:.1f})"
+                         for (env, model), sd in sds.items() if keep(sd)) or "none"
     return (f"Rule 4: the choice's largest cell sd is {worst:.1f}, over the bar of {bar:g}: no "
             "affordable candidate measured here gets medium-expert under it (largest cell sd: "
             + ", ".join(f"{_name(c)} {r['max_sd']:.1f}" for c, r in sorted(rows.items()))
-            + ").")
+            + f"). With the choice, under the bar: {cells(lambda sd: sd <= bar)}; over it: "
+            f"{cells(lambda sd: sd > bar)}.")
 
 
 def pilot_me_section(folder, figures, rel, sweep="results/report-runs"):
@@ -172,7 +179,7 @@ def pilot_me_section(folder, figures, rel, sweep="results/report-runs"):
                                 "the rule's choice" if done else
                                 f"provisional: {ours} of {ME_RUNS} runs")
         if done:
-            doc += [rule_reading(rows, chosen, then=me_answer(rows, chosen)), ""]
+            doc += [rule_reading(rows, chosen, then=me_answer(rows, chosen, estimates)), ""]
         doc += [_seed_by_seed(rows, estimates), ""]
     else:
         doc += ["No cell has 3 seeds of every candidate yet.", ""]
@@ -362,10 +369,14 @@ def _what_would(me):
     """What would bring the medium-expert cells under the bar: the medium-expert pilot's answer
     once its rule has applied, else that it is not measured (yet)."""
     if me and me[6]:
-        rows, chosen = me[4], me[5]
-        answer = me_answer(rows, chosen).removeprefix("Rule 4: ")
+        estimates, rows, chosen = me[1], me[4], me[5]
+        answer = me_answer(rows, chosen, estimates).removeprefix("Rule 4: ")
+        beyond = "" if rows[chosen]["max_sd"] <= BAR else (
+            " What would is not measured: the DT paper's hopper medium-expert (107.6 ± 1.8, 3 "
+            "seeds) trains 100k steps at batch 64, about 12 times the windows of this pilot's "
+            "16000 x 32, which the sweep's 30 core-hours do not afford on this CPU.")
         return ("A pilot on the medium-expert cells with four times the budget (\"The "
-                f"medium-expert pilot\" below) answers: {answer}")
+                f"medium-expert pilot\" below) answers: {answer}{beyond}")
     return ("What would bring them under it is not measured yet: a pilot on these cells with a "
             "longer budget (results/pilot-me/RULE.md: cosine to 16000 steps, four times the "
             "sweep's windows) " + ("is running; its runs so far are below." if me and any(

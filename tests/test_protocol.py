@@ -192,6 +192,8 @@ def test_the_medium_expert_pilot_says_so_when_nothing_gets_under_the_bar(tmp_pat
     assert "Rule 4: the choice's largest cell sd is 20.0, over the bar of 12: no affordable " \
            "candidate measured here gets medium-expert under it" in text
     assert "cosine 4000 last 40.0" in text and "cosine 16000 last 20.0" in text
+    assert "With the choice, under the bar: none; over it: hopper DT (20.0), hopper Mamba " \
+           "(20.0), walker2d DT (20.0), walker2d Mamba (20.0)." in text
 
 
 def test_a_medium_expert_pilot_under_way_is_provisional(tmp_path):
