@@ -15,6 +15,9 @@
 #   bash experiments.sh pilot-me-jobs   the medium-expert pilot (results/pilot-me/RULE.md: cosine
 #                                       16000 steps x {hopper, walker2d} medium-expert x {dt, mamba}
 #                                       x seeds 0-2); pilot-me [N] runs them, N at a time
+#   bash experiments.sh pilot-long-jobs the long-budget check (results/pilot-long/RULE.md: cosine
+#                                       48000 steps x hopper medium-expert x {dt, mamba} x seeds
+#                                       0-2); pilot-long [N] runs them, N at a time
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   SCHEDULE=S BUDGET=N ESTIMATOR=E bash experiments.sh jobs|run|memory-jobs|memory
 #                                       the second protocol, once the pilot's rule has chosen
@@ -177,7 +180,8 @@ pilot() {  # report.py --pilot applies the budget rule; a run may be stopped (Ct
 
 declare -A RECIPE=([const-8k]="--steps 8000" [cosine-8k]="--steps 8000 --lr-schedule cosine"
                    [cosine-4k]="--steps 4000 --lr-schedule cosine"
-                   [cosine-16k]="--steps 16000 --lr-schedule cosine")
+                   [cosine-16k]="--steps 16000 --lr-schedule cosine"
+                   [cosine-48k]="--steps 48000 --lr-schedule cosine")
 
 pilot2_jobs() {  # walker2d first (hopper waits for its new medium data), cell by cell
   for env in walker2d hopper; do for model in dt mamba; do for seed in 0 1 2; do
@@ -193,6 +197,15 @@ pilot_me_jobs() {  # the cells over issue 24's bar; cosine-4k is the sweep's own
     echo "bash experiments.sh pilot-one pilot-me cosine-16k-$model-$env-medium-expert-s$seed" \
          "cosine-16k --model $model --env $env --dataset medium-expert --seed $seed"
   done; done; done
+}
+
+pilot_long_jobs() {  # hopper medium-expert only (walker2d was under the bar at 16000); the
+  # Mamba runs (twice as long) first; no EMA and evaluations every 2000 steps, as RULE.md says
+  for model in mamba dt; do for seed in 0 1 2; do
+    echo "bash experiments.sh pilot-one pilot-long cosine-48k-$model-hopper-medium-expert-s$seed" \
+         "cosine-48k --model $model --env hopper --dataset medium-expert --seed $seed" \
+         "--ema 0 --eval-every 2000"
+  done; done
 }
 
 pilot_one() {  # pilot-one PILOT NAME RECIPE TRAIN_FLAGS...: train on validation seeds, keep the
@@ -218,6 +231,8 @@ case ${1:-} in
   pilot2) check_python; pilot2_jobs | make_data; pilot2_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   pilot-me-jobs) pilot_me_jobs ;;
   pilot-me) check_python; pilot_me_jobs | make_data; pilot_me_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
+  pilot-long-jobs) pilot_long_jobs ;;
+  pilot-long) check_python; pilot_long_jobs | make_data; pilot_long_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   jobs) jobs ;;
   memory-jobs) [ "$RUNS" = runs/report-v2 ] || { echo "error: the memory runs use the second protocol: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
                memory_jobs ;;

@@ -118,6 +118,25 @@ def test_the_medium_expert_pilot_trains_its_recipe_on_validation_seeds_and_keeps
     assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
+def test_the_long_budget_check_trains_hopper_medium_expert_at_48000_steps_without_ema(tmp_path):
+    fake = sandbox(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
+    lines = subprocess.run(["bash", "experiments.sh", "pilot-long-jobs"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split()[4] for line in lines] == [
+        f"cosine-48k-{m}-hopper-medium-expert-s{s}" for m in ("mamba", "dt") for s in (0, 1, 2)]
+    subprocess.run(["bash", "-c", lines[3]], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    # the job's own flags come last, so they override pilot-one's EMA and evaluation spacing
+    assert (tmp_path / "calls.log").read_text().splitlines() == [
+        "train.py --steps 48000 --lr-schedule cosine --ema 0.999 --eval-every 1000 "
+        "--eval-episodes 20 --save-every 1000 --out runs/pilot-long/cosine-48k-dt-hopper-"
+        "medium-expert-s0 --model dt --env hopper --dataset medium-expert --seed 0 --ema 0 "
+        "--eval-every 2000"]
+    record = tmp_path / "results/pilot-long/cosine-48k-dt-hopper-medium-expert-s0"
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
 V2 = {"SCHEDULE": "cosine", "BUDGET": "4000", "ESTIMATOR": "ema"}
 
 

@@ -191,6 +191,12 @@ def test_paper_preset_sets_the_dt_paper_settings_and_explicit_flags_win():
     assert train.default_out(vars(cfg)) == "runs/mamba-hopper-medium-paper-s0"
 
 
+def test_a_flag_given_twice_takes_its_last_value_as_experiments_sh_relies_on():
+    cfg = train.parse_config(["--ema", "0.999", "--eval-every", "1000", "--ema", "0",
+                              "--eval-every", "2000"])
+    assert (cfg.ema, cfg.eval_every) == (0.0, 2000)
+
+
 def test_report_preset_keeps_the_default_models_and_sets_the_pilots_budget():
     cfg, default = train.parse_config(["--preset", "report"]), train.TrainConfig()
     assert cfg.steps == train.REPORT_STEPS > default.steps
