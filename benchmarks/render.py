@@ -6,8 +6,9 @@
   plot_bands        report.py's curves: per model, the mean over seeds and the min-max band
                     (training loss, evaluation return vs step, the pilot)
   plot_targets      report.py's return conditioning: achieved vs target return
-  plot_pilot, plot_profile, plot_drops
-                    the figures of REPORT.md's sections (sections.py writes their text)
+  plot_pilot, plot_seed_curves, plot_profile, plot_drops
+                    the figures of REPORT.md's sections (sections.py and pilots.py write their
+                    text)
 
 Standard library, numpy and matplotlib only (no torch): profile.py's results are plain dicts
 (profile.py's docstring says what they hold) and report.py's runs are stats.Run records.
@@ -288,4 +289,22 @@ def plot_drops(drops, path):
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_title(" / ".join(panel))
         ax.set_ylabel("score with the variant - standard task")
+    save_png(fig, path)
+
+
+def plot_seed_curves(runs, path):
+    """The long-budget check: one panel per model, each seed's validation score against the
+    step (a mean over seeds would hide that seeds end at different levels). runs: model ->
+    [(seed, [(step, score)])]."""
+    plt = _pyplot()
+    models = sorted(runs)
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for seed, points in sorted(runs[model]):
+            if points:
+                ax.plot(*zip(*points), color=f"C{seed}", marker=".", label=f"seed {seed}")
+        ax.set_title(f"hopper medium-expert / {MODEL_NAMES.get(model, model)}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("normalised score (validation)")
+        ax.legend(fontsize=7)
     save_png(fig, path)

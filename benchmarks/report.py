@@ -39,23 +39,13 @@ from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
                  one_sentence_write_errors, option, parse_config, refuse_to_replace)
 from data import normalized_score
 from benchmarks.render import curve_of, drawn_by_matplotlib, plot_bands, plot_targets
-from benchmarks.sections import aggregate_section, budget_pilot_section, lottery_section, \
-    memory_section, pilot_me, pilot_me_section, pilot_v2_section
-from benchmarks.stats import (MARGIN, MODEL_NAMES, experiments, group_name, groups_of,
+from benchmarks.pilots import budget_pilot_section, pilot_long, pilot_long_section, pilot_me, \
+    pilot_me_section, pilot_v2_section
+from benchmarks.sections import aggregate_section, lottery_section, memory_section
+from benchmarks.stats import (D4RL_DT, MARGIN, MODEL_NAMES, experiments, group_name, groups_of,
                               over_seeds, pm, read_json, read_pilot_v2, read_runs, score_cell,
                               scores, verdict, welch_interval)
 
-# The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
-# (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
-D4RL_DT = {("halfcheetah", "medium"): ("42.6 ± 0.1", "42.2 ± 0.3"),
-           ("halfcheetah", "medium-replay"): ("36.6 ± 0.8", "38.9 ± 0.5"),
-           ("halfcheetah", "medium-expert"): ("86.8 ± 1.3", "91.6 ± 1.0"),
-           ("hopper", "medium"): ("67.6 ± 1.0", "65.1 ± 1.6"),
-           ("hopper", "medium-replay"): ("82.7 ± 7.0", "81.8 ± 6.9"),
-           ("hopper", "medium-expert"): ("107.6 ± 1.8", "110.4 ± 0.3"),
-           ("walker2d", "medium"): ("74.0 ± 1.4", "67.6 ± 2.5"),
-           ("walker2d", "medium-replay"): ("66.6 ± 3.0", "59.9 ± 2.7"),
-           ("walker2d", "medium-expert"): ("108.1 ± 0.2", "107.1 ± 1.0")}
 MIN_SEEDS = 3  # seeds per model a comparison is owed (fewer are listed under Missing)
 
 
@@ -77,6 +67,8 @@ class ReportConfig:
     pilot_me: str = option(None, "folder of the medium-expert pilot's records "
                                  "(results/pilot-me; its 4000-step candidates are the runs' "
                                  "own medium-expert seeds 0-2)", type=str)
+    pilot_long: str = option(None, "folder of the long-budget check's records (results/pilot-"
+                                   "long; read with --pilot-me's hopper runs)", type=str)
     profile: tuple = option((), "profile.py result files (none given: results/profile-*.json, "
                                 "if any)", type=str, nargs="+")
     bootstrap_reps: int = option(2000, "bootstrap resamples of the aggregate's intervals")
@@ -214,6 +206,7 @@ def report_command(cfg: ReportConfig):
         ["--before", *shell_paths(cfg.before)] if cfg.before else []), *(
         ["--pilot-v2", shlex.quote(cfg.pilot_v2)] if cfg.pilot_v2 else []), *(
         ["--pilot-me", shlex.quote(cfg.pilot_me)] if cfg.pilot_me else []), *(
+        ["--pilot-long", shlex.quote(cfg.pilot_long)] if cfg.pilot_long else []), *(
         ["--profile", *shell_paths(cfg.profile)] if cfg.profile else []),
         "--out", shlex.quote(cfg.out), "--figures", shlex.quote(str(figures_folder(cfg))),
         *(["--force"] if cfg.force else [])])
@@ -310,6 +303,9 @@ def models_paragraph(runs):
 
 
 def write_report(cfg: ReportConfig) -> Path:
+    if cfg.pilot_long and not cfg.pilot_me:
+        raise ReportError("--pilot-long compares with the medium-expert pilot's runs: give "
+                          "--pilot-me results/pilot-me too.")
     runs, skipped = read_runs(cfg.runs)
     if not runs:
         raise ReportError(f"none of {', '.join(map(str, cfg.runs)) or 'the given paths'} is a "
@@ -347,9 +343,11 @@ def write_report(cfg: ReportConfig) -> Path:
     doc += aggregate_section(groups, figures, rel, cfg.bootstrap_reps)
     sweep = str(Path(cfg.runs[0]).parent) if cfg.runs else "results/report-runs"
     me = pilot_me(cfg.pilot_me, sweep) if cfg.pilot_me else None
+    long = pilot_long(cfg.pilot_long, cfg.pilot_me, sweep) if cfg.pilot_long else None
     if cfg.before:
         doc += lottery_section(groups_of(read_runs(cfg.before)[0]), groups,
-                               read_pilot_v2(cfg.pilot_v2) if cfg.pilot_v2 else None, me=me)
+                               read_pilot_v2(cfg.pilot_v2) if cfg.pilot_v2 else None, me=me,
+                               long=long)
     doc += ["### Every experiment at its own target", "",
             "ep. sd: the standard deviation over episodes, averaged over seeds; fell: episodes "
             "that ended by falling rather than at the 1000-step limit.", ""]
@@ -367,6 +365,8 @@ def write_report(cfg: ReportConfig) -> Path:
         doc += [""] + pilot_v2_section(cfg.pilot_v2, figures, rel)
     if cfg.pilot_me:
         doc += [""] + pilot_me_section(cfg.pilot_me, figures, rel, sweep)
+    if long:
+        doc += [""] + pilot_long_section(cfg.pilot_long, figures, rel, cfg.pilot_me, sweep)
     doc += ["", "## Training loss and evaluation return vs step", "",
             "Mean over seeds (line) and the range over seeds (band). The evaluation curves are "
             "the periodic evaluations during training (fewer episodes than the tables).", ""]

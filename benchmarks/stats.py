@@ -47,6 +47,18 @@ PATIENCE = 3  # the budget rule: evaluations in a row that must not beat the bes
 MARGIN = 5.0  # normalised points: a difference whose whole interval lies within +-MARGIN is
 #               "equivalent"; a wide interval that holds 0 is "undecided"
 
+# The DT's normalised scores on D4RL's own datasets (context, not comparable with ours):
+# (Chen et al. 2021, Table 2; CORL's DT, last checkpoint, Tarasov et al. 2022 README).
+D4RL_DT = {("halfcheetah", "medium"): ("42.6 ± 0.1", "42.2 ± 0.3"),
+           ("halfcheetah", "medium-replay"): ("36.6 ± 0.8", "38.9 ± 0.5"),
+           ("halfcheetah", "medium-expert"): ("86.8 ± 1.3", "91.6 ± 1.0"),
+           ("hopper", "medium"): ("67.6 ± 1.0", "65.1 ± 1.6"),
+           ("hopper", "medium-replay"): ("82.7 ± 7.0", "81.8 ± 6.9"),
+           ("hopper", "medium-expert"): ("107.6 ± 1.8", "110.4 ± 0.3"),
+           ("walker2d", "medium"): ("74.0 ± 1.4", "67.6 ± 2.5"),
+           ("walker2d", "medium-replay"): ("66.6 ± 3.0", "59.9 ± 2.7"),
+           ("walker2d", "medium-expert"): ("108.1 ± 0.2", "107.1 ± 1.0")}
+
 
 # ----------------------------------------------------------------------------- reading runs
 
@@ -327,8 +339,9 @@ def performance_profile(score_matrices, taus):
 
 # ----------------------------------------------------------------------------- protocol pilot
 
+# recipe -> the budgets its runs are read at
 PILOT_BUDGETS = {"const-8k": (4000, 8000), "cosine-8k": (8000,), "cosine-4k": (4000,),
-                 "cosine-16k": (16000,)}  # recipe -> the budgets its runs are read at
+                 "cosine-16k": (16000,), "cosine-48k": (48000,)}
 ESTIMATORS = ("last", "ema", "mean3")  # the tie-break order of RULE.md: simplest first
 TIE = 1.0   # RULE.md, rule 3: candidates within this many points of the lowest sd are tied
 BAR = 12.0  # issue 24's bar: every hopper and walker2d cell's seed sd at most this
@@ -395,6 +408,18 @@ def read_pilot_me(folder, sweep="results/report-runs"):
     theirs = [(Path(sweep) / f"{model}-{env}-medium-expert-s{seed}", "cosine-4k", True)
               for env in ("hopper", "walker2d") for model in ("dt", "mamba") for seed in (0, 1, 2)]
     return read_pilot(ours + [r for r in theirs if (r[0] / "metrics.jsonl").is_file()])
+
+
+def read_pilot_long(folder, me_folder="results/pilot-me", sweep="results/report-runs"):
+    """The long-budget check (results/pilot-long/RULE.md): its cosine-48k runs, the medium-expert
+    pilot's hopper runs at 16000 steps and the sweep's at 4000 (seeds 0-2), which alone are timed
+    for the costs, as in read_pilot_me."""
+    ours = [(p.parent, "cosine-48k", False) for p in sorted(Path(folder).glob("*/metrics.jsonl"))]
+    pilot = [(p.parent, "cosine-16k", False)
+             for p in sorted(Path(me_folder).glob("*-hopper-medium-expert-s*/metrics.jsonl"))]
+    theirs = [(Path(sweep) / f"{model}-hopper-medium-expert-s{seed}", "cosine-4k", True)
+              for model in ("dt", "mamba") for seed in (0, 1, 2)]
+    return read_pilot(ours + pilot + [r for r in theirs if (r[0] / "metrics.jsonl").is_file()])
 
 
 def read_pilot(records):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import sections, stats
+from benchmarks import pilots, stats
 
 CELLS = [("hopper", "dt"), ("hopper", "mamba")]
 
@@ -84,7 +84,7 @@ def test_report_applies_the_rule_to_pilot_records_and_draws_the_candidates(tmp_p
     folder = tmp_path / "pilot-v2"
     write_pilot(folder, CELLS)
     (tmp_path / "figures").mkdir()  # write_report makes it
-    doc = sections.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
+    doc = pilots.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p))
     text = "\n".join(doc)
     assert "Runs with records: 18 of 36" in text
     # every candidate has seed sd 10 (scores 10, 20, 30 + offset); the const EMA is stably bad;
@@ -103,7 +103,7 @@ def test_with_one_models_runs_the_pilot_shows_its_cells_without_a_verdict(tmp_pa
     folder = tmp_path / "pilot-v2"
     write_pilot(folder, CELLS[:1])
     (tmp_path / "figures").mkdir()
-    text = "\n".join(sections.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p)))
+    text = "\n".join(pilots.pilot_v2_section(folder, tmp_path / "figures", lambda p: str(p)))
     assert "Runs with records: 9 of 36" in text and "costs need both models' runs" in text
     assert "| cosine | 4000 | last | 60.0 | 10.0 | 10.0 | ? | - |" in text
     assert "**chosen**" not in text
@@ -120,11 +120,11 @@ def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
     costs = {c: 20.0 if c == longer else 12.0 for c in estimates}
     rows, chosen = stats.apply_pilot_rule(estimates, costs)
     assert chosen == cosine  # tied with the EMA at equal cost: the simpler estimator
-    reading = sections.rule_reading(rows, chosen)
+    reading = pilots.rule_reading(rows, chosen)
     assert "the lowest sd is const 4000 ema's 1.0" in reading
     assert "the simpler estimator: cosine 4000 last" in reading
     assert "largest cell sd is 1.5, within the bar of 12" in reading
-    text = "\n".join(sections.what_did_not_work(rows, chosen, estimates))
+    text = "\n".join(pilots.what_did_not_work(rows, chosen, estimates))
     assert "(constant lr, 4000 steps, last checkpoint): sd 26.5 (worst cell 26.5)" in text
     assert "(8000, last checkpoint): sd 21.8 (worst cell 21.8), mean 50.0, at 20.0 sweep " \
            "core-hours against 12.0: steadier than the first protocol's recipe, less than the " \
@@ -133,9 +133,9 @@ def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
            "the EMA, 50.0 ± 26.5 with the raw weights. It tied with the choice" in text
     estimates[ema] = {c: [12, 13, 14] for c in CELLS}  # the issue's EMA: stable at the bottom
     rows, chosen = stats.apply_pilot_rule(estimates, costs)
-    text = "\n".join(sections.what_did_not_work(rows, chosen, estimates))
+    text = "\n".join(pilots.what_did_not_work(rows, chosen, estimates))
     assert "here it is stable at the bottom again" in text and "It tied" not in text
-    reading = sections.rule_reading(rows, chosen)
+    reading = pilots.rule_reading(rows, chosen)
     assert "out: const 4000 ema: mean 13.0 < const 4000 last's 50.0 - 5" in reading
 
 
@@ -171,11 +171,11 @@ def write_pilot_me(tmp_path, pilot_scores, sweep_scores=(10.0, 50.0, 90.0), runs
 
 def test_the_medium_expert_pilot_says_what_brings_those_cells_under_the_bar(tmp_path):
     folder, sweep = write_pilot_me(tmp_path, (60.0, 62.0, 64.0))
-    me = sections.pilot_me(folder, sweep)
+    me = pilots.pilot_me(folder, sweep)
     assert me[6] and me[5] == ("cosine", 16000, "last")  # done; sd 2 beats the sweep's 40
     assert me[4]["cosine", 4000, "last"]["sd"] == pytest.approx(40.0)
     assert ("cosine", 4000, "ema") not in me[4]  # the sweep tracked no EMA
-    text = "\n".join(sections.pilot_me_section(folder, tmp_path / "figures", str, sweep))
+    text = "\n".join(pilots.pilot_me_section(folder, tmp_path / "figures", str, sweep))
     assert "Its runs with records: 12 of 12" in text and "(the rule's choice)" in text
     assert "| cosine | 16000 | last | 62.0 | 2.0 | 2.0 |" in text
     assert "Rule 4: cosine 16000 last brings every medium-expert cell under the bar of 12 " \
@@ -183,12 +183,12 @@ def test_the_medium_expert_pilot_says_what_brings_those_cells_under_the_bar(tmp_
     assert "re-running the whole sweep with it" in text
     assert "hopper DT 10 / 50 / 90 at 4000 steps, then 60 / 62 / 64 at 16000 steps;" in text
     assert (tmp_path / "figures" / "pilot-me.png").stat().st_size > 0
-    assert sections._what_would(me).startswith("A pilot on the medium-expert cells with four")
+    assert pilots.what_would(me).startswith("A pilot on the medium-expert cells with four")
 
 
 def test_the_medium_expert_pilot_says_so_when_nothing_gets_under_the_bar(tmp_path):
     folder, sweep = write_pilot_me(tmp_path, (30.0, 50.0, 70.0))  # sd 20 at 16000 steps
-    text = "\n".join(sections.pilot_me_section(folder, tmp_path / "figures", str, sweep))
+    text = "\n".join(pilots.pilot_me_section(folder, tmp_path / "figures", str, sweep))
     assert "Rule 4: the choice's largest cell sd is 20.0, over the bar of 12: no affordable " \
            "candidate measured here gets medium-expert under it" in text
     assert "cosine 4000 last 40.0" in text and "cosine 16000 last 20.0" in text
@@ -198,10 +198,76 @@ def test_the_medium_expert_pilot_says_so_when_nothing_gets_under_the_bar(tmp_pat
 
 def test_a_medium_expert_pilot_under_way_is_provisional(tmp_path):
     folder, sweep = write_pilot_me(tmp_path, (60.0, 62.0, 64.0), runs=3)  # hopper DT only
-    me = sections.pilot_me(folder, sweep)
+    me = pilots.pilot_me(folder, sweep)
     assert not me[6]
-    text = "\n".join(sections.pilot_me_section(folder, tmp_path / "figures", str, sweep))
+    text = "\n".join(pilots.pilot_me_section(folder, tmp_path / "figures", str, sweep))
     assert "Its runs with records: 3 of 12" in text and "provisional: 3 of 12 runs" in text
     assert "Rule 4" not in text and "**chosen**" not in text
-    assert "is running; its runs so far are below" in sections._what_would(me)
-    assert "is the next step" in sections._what_would(None)
+    assert "is running; its runs so far are below" in pilots.what_would(me)
+    assert "is the next step" in pilots.what_would(None)
+
+
+def write_pilot_long(tmp_path, long_scores, runs=6):
+    """Made-up long-budget check beside a made-up medium-expert pilot (16000 steps: 30 / 50 / 70
+    for every cell): the first `runs` of its 48000-step hopper runs, evaluated every 2000 steps,
+    each ending at long_scores[seed] (no EMA)."""
+    me, sweep = write_pilot_me(tmp_path, (30.0, 50.0, 70.0))
+    folder = tmp_path / "pilot-long"
+    folder.mkdir()
+    (folder / "RULE.md").write_text("the rule\n")
+    for i, (model, seed) in enumerate((m, s) for m in ("mamba", "dt") for s in range(3)):
+        if i >= runs:
+            break
+        run = folder / f"cosine-48k-{model}-hopper-medium-expert-s{seed}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps(
+            {"train": {"env": "hopper", "model": model, "seed": seed}}))
+        lines = [{"step": 48000, "loss": 0.1, "lr": 0.0, "time": 480.0}] + [
+            {"step": 2000 * k, "eval": {"score_mean": long_scores[seed], "wall_time_s": 10.0}}
+            for k in range(1, 25)]
+        (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    return folder, me, sweep
+
+
+def test_the_long_budget_check_says_a_longer_budget_is_what_would_when_it_is(tmp_path):
+    folder, me, sweep = write_pilot_long(tmp_path, (60.0, 62.0, 64.0))
+    long = pilots.pilot_long(folder, me, sweep)
+    assert long["done"] and long["ours"] == 6
+    text = "\n".join(pilots.pilot_long_section(folder, tmp_path / "figures", str, me, sweep))
+    assert "Its runs with records: 6 of 6" in text and "provisional" not in text
+    assert "| DT | 4000 | 10 / 50 / 90 | 50.0 ± 40.0 |" in text
+    assert "| DT | 16000 | 30 / 50 / 70 | 50.0 ± 20.0 |" in text
+    assert "| Mamba | 48000 | 60 / 62 / 64 | 62.0 ± 2.0 |" in text
+    assert "Rule 1: at 48000 steps both hopper medium-expert cells are under the bar" in text
+    assert f"projects to {long['costs'][pilots.LONG]:.0f} core-hours" in text
+    assert (tmp_path / "figures" / "pilot-long.png").stat().st_size > 0
+    would = pilots.what_would(pilots.pilot_me(me, sweep), long)
+    assert "A check of hopper medium-expert at 48000 steps" in would
+    assert "answers: at 48000 steps both hopper medium-expert cells are under the bar" in would
+
+
+@pytest.mark.parametrize("scores", [(30.0, 60.0, 90.0), (10.0, 11.0, 12.0)])
+def test_the_long_budget_check_says_so_when_it_is_still_spread_or_steady_by_being_bad(
+        tmp_path, scores):
+    folder, me, sweep = write_pilot_long(tmp_path, scores)
+    text = "\n".join(pilots.pilot_long_section(folder, tmp_path / "figures", str, me, sweep))
+    assert "Rule 2: 48000 steps does not bring hopper medium-expert under the bar" in text
+    assert "what would stays unmeasured" in text and "Rule 1" not in text
+
+
+def test_a_long_budget_check_under_way_is_provisional(tmp_path):
+    folder, me, sweep = write_pilot_long(tmp_path, (60.0, 62.0, 64.0), runs=2)
+    long = pilots.pilot_long(folder, me, sweep)
+    text = "\n".join(pilots.pilot_long_section(folder, tmp_path / "figures", str, me, sweep))
+    assert not long["done"] and "Its runs with records: 2 of 6" in text
+    assert "provisional until every run has its record" in text and "Rule" not in text
+    assert "| Mamba | 48000 | 60 / 62 | 61.0 ± 1.4 |" in text
+    assert "is running; its runs so far are below" in pilots.what_would(
+        pilots.pilot_me(me, sweep), long)
+
+
+def test_report_refuses_a_long_budget_check_without_the_medium_expert_pilot(capsys):
+    from benchmarks import report
+    with pytest.raises(SystemExit) as stop:
+        report.main(["runs/x", "--pilot-long", "results/pilot-long"])
+    assert "give --pilot-me results/pilot-me too" in str(stop.value)
