@@ -187,15 +187,23 @@ def memory_section(groups, figures, rel):
            "beside the same setting on the standard task; the drop is the variant's cost. A "
            "model that uses memory better loses less. Verdicts as in the main table.", ""] + lines
     named = sorted((k, v) for k, v in against_dt.items() if k.endswith(" better"))
+    rest = ", ".join(f"{len(v)} {k}" for k, v in sorted(against_dt.items())
+                     if not k.endswith(" better"))
     compared = sum(len(v) for v in against_dt.values())
     helped = any(not k.startswith("DT K=20") for k, _ in named)
     doc += ["", f"Against the DT K=20 under the same variant ({compared} setting"
             f"{'' if compared == 1 else 's'} compared): "
-            + "".join(f"{k} in {', '.join(v)}; " for k, v in named)
-            + "the rest undecided or equivalent within 5. "
+            + "; ".join([f"{k} in {', '.join(v)}" for k, v in named]
+                        + ([f"{'the rest: ' if named else ''}{rest}"] if rest else [])) + ". "
             + ("Where a setting beats the DT K=20, its memory helped under that variant."
                if helped else "No setting beats the DT K=20 under a variant here: at this "
                "budget and on this data, more memory did not help.")]
+    order = [f"{env} {variant}: {max(by, key=by.get)} ({max(by.values()):+.1f}), the largest "
+             f"{min(by, key=by.get)} ({min(by.values()):+.1f})"  # drops are negative
+             for (env, variant), by in sorted(drops.items()) if len(by) > 1]
+    if order:
+        doc += ["", "By the mean drop alone (an ordering, not a verdict: the intervals above "
+                "decide), the smallest drop under each variant: " + "; ".join(order) + "."]
     if drops:
         png = figures / "memory-drops.png"
         plot_drops(drops, png)
