@@ -65,7 +65,7 @@ def lottery_section(before, after, pilot=None, bar=BAR, me=None, long=None):
     the medium-expert pilot (`me`: pilots.pilot_me's result) and the long-budget check (`long`:
     pilots.pilot_long's) found; with `pilot` (stats.read_pilot_v2 of results/pilot-v2), what the
     protocol pilot found did not work."""
-    cells, over, why = {}, [], []
+    cells, over, why, low = {}, [], [], []
     for name, groups in (("before", before), ("after", after)):
         for (env, dataset, model, variant), runs in experiments(groups).items():
             if variant == "K=20":
@@ -90,6 +90,11 @@ def lottery_section(before, after, pilot=None, bar=BAR, me=None, long=None):
                          if (sd := over_seeds(scores(by_model[m], t))[1] or 0) > bar]
                 why += [_seeds_apart(env, dataset, m, by_model[m], target) for m in ("dt", "mamba")
                         if (over_seeds(scores(by_model[m], target))[1] or 0) > bar]
+                low += [_seeds_fell(env, dataset, m, by_model[m], t) for m in ("dt", "mamba")
+                        if (over_seeds(scores(by_model[m], target))[1] or 0) <= bar
+                        for t in sorted({res["target_return"] for r in by_model[m]
+                                         for res in r.evals} - {target})
+                        if (over_seeds(scores(by_model[m], t))[1] or 0) > bar]
             decided[name] += said != "undecided" and not said.startswith("too few")
             for model, values in (("dt", dt), ("mamba", mamba)):
                 sd = over_seeds(values)[1]
@@ -129,7 +134,20 @@ def lottery_section(before, after, pilot=None, bar=BAR, me=None, long=None):
                "The pilot that chose the protocol ran on the medium data only (its spreads "
                "below); these cells are not medium data. " + what_would(me, long) + " More seeds "
                "narrow the interval of a difference, not the spread itself.", ""] if why else []),
+            *(["Over the bar at the lower target only (the pilots measured their spreads at the "
+               "higher target, the one training's periodic evaluations ask for): each seed's "
+               "test score beside the share of its 100 test episodes that ended by falling:",
+               "", *low, ""] if low else []),
             *pilot_findings(pilot)]
+
+
+def _seeds_fell(env, dataset, model, runs, target):
+    """One line: a cell's seeds, their test scores at `target` and the share of episodes that
+    fell."""
+    shown = ", ".join(f"seed {r.train['seed']} {res['score_mean']:.1f} ({res['fell']:.0%} fell)"
+                      for r in sorted(runs, key=lambda r: r.train["seed"])
+                      if (res := r.result(target)) is not None)
+    return f"- {env} {dataset} {MODEL_NAMES[model]} at {target:g}: {shown}."
 
 
 def _seeds_apart(env, dataset, model, runs, target):

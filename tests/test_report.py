@@ -275,6 +275,25 @@ def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_th
            "budget and on this data, more memory did not help." in text
 
 
+def test_a_cell_over_the_bar_at_its_lower_target_only_shows_how_often_each_seed_fell(tmp_path):
+    before, after = tmp_path / "v1", tmp_path / "v2"
+    for root in (before, after):
+        for seed in range(3):  # steady at 3600, spread at 1800 (the Mamba only)
+            fake_run(root / f"dt-s{seed}", "dt", seed, [1000.0 + 10 * seed, 900.0],
+                     targets=(3600.0, 1800.0))
+            fake_run(root / f"mamba-s{seed}", "mamba", seed, [2000.0 + 10 * seed,
+                                                             300.0 + 1500 * seed],
+                     targets=(3600.0, 1800.0))
+    groups = [stats.groups_of(stats.read_runs(sorted(p.iterdir()))[0]) for p in (before, after)]
+    text = "\n".join(sections.lottery_section(*groups))
+    spread = np.std([score(300.0 + 1500 * s) for s in range(3)], ddof=1)
+    assert f"over it: hopper medium Mamba at target 1800 (sd {spread:.1f})." in text
+    assert "Over the bar at the lower target only" in text
+    assert (f"- hopper medium Mamba at 1800: seed 0 {score(300.0):.1f} (50% fell), seed 1 "
+            f"{score(1800.0):.1f} (50% fell), seed 2 {score(3300.0):.1f} (50% fell).") in text
+    assert "over the bar at its higher target" not in text and "DT at 1800" not in text
+
+
 def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(tmp_path):
     before, after = tmp_path / "v1", tmp_path / "v2"
     for seed in range(3):  # before: wide spreads, undecided; after: 5 seeds, tight, Mamba better
