@@ -294,7 +294,7 @@ def pilot_long(folder, me_folder="results/pilot-me", sweep="results/report-runs"
     estimates at 4000, 16000 and 48000 steps, each run's validation curve, the costs, and done
     (all its runs have records and the costs are known)."""
     names, estimates, _, costs = read_pilot_long(folder, me_folder, sweep)
-    runs = {}  # (model, budget) -> [(seed, [(step, validation score)])]
+    runs = {}  # model -> [(seed, [(step, validation score)])]
     for path in sorted(Path(folder).glob("*/metrics.jsonl")):
         train = json.loads((path.parent / "config.json").read_text())["train"]
         points = [(r["step"], r["eval"]["score_mean"]) for r in map(
