@@ -330,8 +330,9 @@ def long_answer(long, bar=BAR):
                 f"sweep at that budget projects to {long['costs'][LONG]:.0f} core-hours, beyond "
                 "the 30 this CPU affords; using it means re-running the whole sweep with it.")
     return (f"Rule 2: 48000 steps does not bring hopper medium-expert under the bar of {bar:g} "
-            f"({said}). The DT paper also used batch 64 and lr 1e-4 for 100k steps (about 4 "
-            "times these windows), which this project has not tried: what would stays "
+            f"({said}). The DT paper's recipe (`train.py --preset paper`: width 128 with "
+            "3 GPT or 5 Mamba blocks against our 64 with 2 or 3, batch 64 at lr 1e-4 for 100k "
+            "steps, about 4 times these windows) was not tried on this cell: what would stays "
             "unmeasured.")
 
 
