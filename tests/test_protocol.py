@@ -253,6 +253,7 @@ def test_the_long_budget_check_says_so_when_it_is_still_spread_or_steady_by_bein
     text = "\n".join(pilots.pilot_long_section(folder, tmp_path / "figures", str, me, sweep))
     assert "Rule 2: 48000 steps does not bring hopper medium-expert under the bar" in text
     assert "what would stays unmeasured" in text and "Rule 1" not in text
+    assert "The whole sweep at 48000 steps projects to " in text
 
 
 def test_a_long_budget_check_under_way_is_provisional(tmp_path):
