@@ -404,22 +404,24 @@ def read_pilot_v2(folder):
 def read_pilot_me(folder, sweep="results/report-runs"):
     """The medium-expert pilot (results/pilot-me/RULE.md): its cosine-16k runs, and the sweep's
     own cosine-4k runs of the same cells and seeds, which alone are timed for the costs."""
-    ours = [(p.parent, "cosine-16k", False) for p in sorted(Path(folder).glob("*/metrics.jsonl"))]
+    return read_pilot(_medium_expert_records(folder, sweep, ("hopper", "walker2d")))
+
+
+def _medium_expert_records(folder, sweep, envs):
+    """read_pilot's records of the medium-expert pilot's cosine-16k runs on `envs` and of the
+    sweep's cosine-4k runs of the same cells, seeds 0-2 (timed)."""
+    ours = [(p.parent, "cosine-16k", False) for env in envs
+            for p in sorted(Path(folder).glob(f"*-{env}-medium-expert-s*/metrics.jsonl"))]
     theirs = [(Path(sweep) / f"{model}-{env}-medium-expert-s{seed}", "cosine-4k", True)
-              for env in ("hopper", "walker2d") for model in ("dt", "mamba") for seed in (0, 1, 2)]
-    return read_pilot(ours + [r for r in theirs if (r[0] / "metrics.jsonl").is_file()])
+              for env in envs for model in ("dt", "mamba") for seed in (0, 1, 2)]
+    return ours + [r for r in theirs if (r[0] / "metrics.jsonl").is_file()]
 
 
 def read_pilot_long(folder, me_folder="results/pilot-me", sweep="results/report-runs"):
-    """The long-budget check (results/pilot-long/RULE.md): its cosine-48k runs, the medium-expert
-    pilot's hopper runs at 16000 steps and the sweep's at 4000 (seeds 0-2), which alone are timed
-    for the costs, as in read_pilot_me."""
+    """The long-budget check (results/pilot-long/RULE.md): its cosine-48k runs beside the
+    medium-expert pilot's hopper records (read_pilot_me's, hopper only)."""
     ours = [(p.parent, "cosine-48k", False) for p in sorted(Path(folder).glob("*/metrics.jsonl"))]
-    pilot = [(p.parent, "cosine-16k", False)
-             for p in sorted(Path(me_folder).glob("*-hopper-medium-expert-s*/metrics.jsonl"))]
-    theirs = [(Path(sweep) / f"{model}-hopper-medium-expert-s{seed}", "cosine-4k", True)
-              for model in ("dt", "mamba") for seed in (0, 1, 2)]
-    return read_pilot(ours + pilot + [r for r in theirs if (r[0] / "metrics.jsonl").is_file()])
+    return read_pilot(ours + _medium_expert_records(me_folder, sweep, ("hopper",)))
 
 
 def read_pilot(records):
