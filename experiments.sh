@@ -18,6 +18,9 @@
 #   bash experiments.sh pilot-long-jobs the long-budget check (results/pilot-long/RULE.md: cosine
 #                                       48000 steps x hopper medium-expert x {dt, mamba} x seeds
 #                                       0-2); pilot-long [N] runs them, N at a time
+#   bash experiments.sh pilot-paper-jobs the paper-recipe check (results/pilot-paper/RULE.md: the
+#                                       DT with --preset paper on hopper medium-expert, seeds
+#                                       0-2); pilot-paper [N] runs them, N at a time
 #   bash experiments.sh jobs            print the job list (the same list every time)
 #   SCHEDULE=S BUDGET=N ESTIMATOR=E bash experiments.sh jobs|run|memory-jobs|memory
 #                                       the second protocol, once the pilot's rule has chosen
@@ -181,7 +184,7 @@ pilot() {  # report.py --pilot applies the budget rule; a run may be stopped (Ct
 declare -A RECIPE=([const-8k]="--steps 8000" [cosine-8k]="--steps 8000 --lr-schedule cosine"
                    [cosine-4k]="--steps 4000 --lr-schedule cosine"
                    [cosine-16k]="--steps 16000 --lr-schedule cosine"
-                   [cosine-48k]="--steps 48000 --lr-schedule cosine")
+                   [cosine-48k]="--steps 48000 --lr-schedule cosine" [paper]="--preset paper")
 
 pilot2_jobs() {  # walker2d first (hopper waits for its new medium data), cell by cell
   for env in walker2d hopper; do for model in dt mamba; do for seed in 0 1 2; do
@@ -206,6 +209,14 @@ pilot_long_jobs() {  # hopper medium-expert only (walker2d was under the bar at 
          "cosine-48k --model $model --env hopper --dataset medium-expert --seed $seed" \
          "--ema 0 --eval-every 2000"
   done; done
+}
+
+pilot_paper_jobs() {  # the DT only (the Mamba was steady at 48000 steps); evaluations of 20
+  # episodes every 5000 steps instead of the preset's 100 every 10000, no EMA, as RULE.md says
+  for seed in 0 1 2; do
+    echo "bash experiments.sh pilot-one pilot-paper paper-dt-hopper-medium-expert-s$seed paper" \
+         "--model dt --env hopper --dataset medium-expert --seed $seed --ema 0 --eval-every 5000"
+  done
 }
 
 pilot_one() {  # pilot-one PILOT NAME RECIPE TRAIN_FLAGS...: train on validation seeds, keep the
@@ -233,6 +244,8 @@ case ${1:-} in
   pilot-me) check_python; pilot_me_jobs | make_data; pilot_me_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   pilot-long-jobs) pilot_long_jobs ;;
   pilot-long) check_python; pilot_long_jobs | make_data; pilot_long_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
+  pilot-paper-jobs) pilot_paper_jobs ;;
+  pilot-paper) check_python; pilot_paper_jobs | make_data; pilot_paper_jobs | xargs -P "${2:-2}" -I{} sh -c '{} || echo "failed: {} (see logs/)"' ;;
   jobs) jobs ;;
   memory-jobs) [ "$RUNS" = runs/report-v2 ] || { echo "error: the memory runs use the second protocol: set SCHEDULE, BUDGET and ESTIMATOR as the pilot chose." >&2; exit 2; }
                memory_jobs ;;

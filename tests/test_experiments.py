@@ -137,6 +137,24 @@ def test_the_long_budget_check_trains_hopper_medium_expert_at_48000_steps_withou
     assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
+def test_the_paper_recipe_check_trains_the_dt_with_the_paper_preset_and_its_own_flags_last(
+        tmp_path):
+    fake = sandbox(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
+    lines = subprocess.run(["bash", "experiments.sh", "pilot-paper-jobs"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    assert [line.split()[4] for line in lines] == [
+        f"paper-dt-hopper-medium-expert-s{s}" for s in (0, 1, 2)]
+    subprocess.run(["bash", "-c", lines[1]], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    assert (tmp_path / "calls.log").read_text().splitlines() == [
+        "train.py --preset paper --ema 0.999 --eval-every 1000 --eval-episodes 20 --save-every "
+        "1000 --out runs/pilot-paper/paper-dt-hopper-medium-expert-s1 --model dt --env hopper "
+        "--dataset medium-expert --seed 1 --ema 0 --eval-every 5000"]
+    record = tmp_path / "results/pilot-paper/paper-dt-hopper-medium-expert-s1"
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
+
+
 V2 = {"SCHEDULE": "cosine", "BUDGET": "4000", "ESTIMATOR": "ema"}
 
 
