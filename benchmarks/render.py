@@ -292,10 +292,10 @@ def plot_drops(drops, path):
     save_png(fig, path)
 
 
-def plot_seed_curves(runs, path):
-    """The long-budget check: one panel per model, each seed's validation score against the
-    step (a mean over seeds would hide that seeds end at different levels). runs: model ->
-    [(seed, [(step, score)])]."""
+def plot_seed_curves(runs, path, title="hopper medium-expert / {model}"):
+    """The long-budget and paper-recipe checks: one panel per model, each seed's validation
+    score against the step (a mean over seeds would hide that seeds end at different levels).
+    runs: model -> [(seed, [(step, score)])]; title: each panel's, {model} filled in."""
     plt = _pyplot()
     models = sorted(runs)
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.4), squeeze=False)
@@ -303,7 +303,7 @@ def plot_seed_curves(runs, path):
         for seed, points in sorted(runs[model]):
             if points:
                 ax.plot(*zip(*points), color=f"C{seed}", marker=".", label=f"seed {seed}")
-        ax.set_title(f"hopper medium-expert / {MODEL_NAMES.get(model, model)}")
+        ax.set_title(title.format(model=MODEL_NAMES.get(model, model)))
         ax.set_xlabel("step")
         ax.set_ylabel("normalised score (validation)")
         ax.legend(fontsize=7)

@@ -40,6 +40,7 @@ from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
 from data import normalized_score
 from benchmarks.render import curve_of, drawn_by_matplotlib, plot_bands, plot_targets
 from benchmarks.pilots import budget_pilot_section, pilot_long, pilot_long_section, pilot_me, \
+    pilot_paper, pilot_paper_section, \
     pilot_me_section, pilot_v2_section
 from benchmarks.sections import aggregate_section, lottery_section, memory_section
 from benchmarks.stats import (D4RL_DT, MARGIN, MODEL_NAMES, experiments, group_name, groups_of,
@@ -69,6 +70,8 @@ class ReportConfig:
                                  "own medium-expert seeds 0-2)", type=str)
     pilot_long: str = option(None, "folder of the long-budget check's records (results/pilot-"
                                    "long; read with --pilot-me's hopper runs)", type=str)
+    pilot_paper: str = option(None, "folder of the paper-recipe check's records (results/pilot-"
+                                    "paper; shown beside --pilot-long's)", type=str)
     profile: tuple = option((), "profile.py result files (none given: results/profile-*.json, "
                                 "if any)", type=str, nargs="+")
     bootstrap_reps: int = option(2000, "bootstrap resamples of the aggregate's intervals")
@@ -207,6 +210,7 @@ def report_command(cfg: ReportConfig):
         ["--pilot-v2", shlex.quote(cfg.pilot_v2)] if cfg.pilot_v2 else []), *(
         ["--pilot-me", shlex.quote(cfg.pilot_me)] if cfg.pilot_me else []), *(
         ["--pilot-long", shlex.quote(cfg.pilot_long)] if cfg.pilot_long else []), *(
+        ["--pilot-paper", shlex.quote(cfg.pilot_paper)] if cfg.pilot_paper else []), *(
         ["--profile", *shell_paths(cfg.profile)] if cfg.profile else []),
         "--out", shlex.quote(cfg.out), "--figures", shlex.quote(str(figures_folder(cfg))),
         *(["--force"] if cfg.force else [])])
@@ -306,6 +310,9 @@ def write_report(cfg: ReportConfig) -> Path:
     if cfg.pilot_long and not cfg.pilot_me:
         raise ReportError("--pilot-long compares with the medium-expert pilot's runs: give "
                           "--pilot-me results/pilot-me too.")
+    if cfg.pilot_paper and not cfg.pilot_long:
+        raise ReportError("--pilot-paper is shown beside the long-budget check: give "
+                          "--pilot-long results/pilot-long too.")
     runs, skipped = read_runs(cfg.runs)
     if not runs:
         raise ReportError(f"none of {', '.join(map(str, cfg.runs)) or 'the given paths'} is a "
@@ -344,6 +351,8 @@ def write_report(cfg: ReportConfig) -> Path:
     sweep = str(Path(cfg.runs[0]).parent) if cfg.runs else "results/report-runs"
     me = pilot_me(cfg.pilot_me, sweep) if cfg.pilot_me else None
     long = pilot_long(cfg.pilot_long, cfg.pilot_me, sweep) if cfg.pilot_long else None
+    if cfg.pilot_paper:
+        long["paper"] = pilot_paper(cfg.pilot_paper)
     if cfg.before:
         doc += lottery_section(groups_of(read_runs(cfg.before)[0]), groups,
                                read_pilot_v2(cfg.pilot_v2) if cfg.pilot_v2 else None, me=me,
@@ -366,7 +375,10 @@ def write_report(cfg: ReportConfig) -> Path:
     if cfg.pilot_me:
         doc += [""] + pilot_me_section(cfg.pilot_me, figures, rel, sweep)
     if long:
-        doc += [""] + pilot_long_section(cfg.pilot_long, figures, rel, cfg.pilot_me, sweep)
+        doc += [""] + pilot_long_section(cfg.pilot_long, figures, rel, cfg.pilot_me, sweep,
+                                         long.get("paper"))
+    if cfg.pilot_paper:
+        doc += [""] + pilot_paper_section(long["paper"], long, figures, rel, cfg.pilot_paper)
     doc += ["", "## Training loss and evaluation return vs step", "",
             "Mean over seeds (line) and the range over seeds (band). The evaluation curves are "
             "the periodic evaluations during training (fewer episodes than the tables).", ""]

@@ -207,10 +207,10 @@ def test_a_medium_expert_pilot_under_way_is_provisional(tmp_path):
     assert "is the next step" in pilots.what_would(None)
 
 
-def write_pilot_long(tmp_path, long_scores, runs=6):
+def write_pilot_long(tmp_path, long_scores, runs=6, dt_scores=None):
     """Made-up long-budget check beside a made-up medium-expert pilot (16000 steps: 30 / 50 / 70
     for every cell): the first `runs` of its 48000-step hopper runs, evaluated every 2000 steps,
-    each ending at long_scores[seed] (no EMA)."""
+    each ending at long_scores[seed] (the DT's at dt_scores[seed] if given; no EMA)."""
     me, sweep = write_pilot_me(tmp_path, (30.0, 50.0, 70.0))
     folder = tmp_path / "pilot-long"
     folder.mkdir()
@@ -223,7 +223,9 @@ def write_pilot_long(tmp_path, long_scores, runs=6):
         (run / "config.json").write_text(json.dumps(
             {"train": {"env": "hopper", "model": model, "seed": seed}}))
         lines = [{"step": 48000, "loss": 0.1, "lr": 0.0, "time": 480.0}] + [
-            {"step": 2000 * k, "eval": {"score_mean": long_scores[seed], "wall_time_s": 10.0}}
+            {"step": 2000 * k, "eval": {"score_mean": (dt_scores if dt_scores and model == "dt"
+                                                       else long_scores)[seed],
+                                        "wall_time_s": 10.0}}
             for k in range(1, 25)]
         (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
     return folder, me, sweep
@@ -272,3 +274,71 @@ def test_report_refuses_a_long_budget_check_without_the_medium_expert_pilot(caps
     with pytest.raises(SystemExit) as stop:
         report.main(["runs/x", "--pilot-long", "results/pilot-long"])
     assert "give --pilot-me results/pilot-me too" in str(stop.value)
+
+
+def write_pilot_paper(tmp_path, scores, runs=3):
+    """Made-up paper-recipe check: the first `runs` DT seeds, evaluated every 5000 steps to
+    100000, each ending at scores[seed], 0.2 s per training step."""
+    folder = tmp_path / "pilot-paper"
+    folder.mkdir()
+    for seed in range(runs):
+        run = folder / f"paper-dt-hopper-medium-expert-s{seed}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps(
+            {"train": {"env": "hopper", "model": "dt", "seed": seed}}))
+        lines = [{"step": 100000, "loss": 0.1, "lr": 1e-4, "time": 20000.0}] + [
+            {"step": 5000 * k, "eval": {"score_mean": scores[seed], "wall_time_s": 10.0}}
+            for k in range(1, 21)]
+        (run / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+    return folder
+
+
+def test_the_paper_recipe_check_says_the_papers_settings_are_what_would_for_the_dt(tmp_path):
+    folder, me, sweep = write_pilot_long(tmp_path, (60.0, 62.0, 64.0), dt_scores=(30, 60, 90))
+    paper = pilots.pilot_paper(write_pilot_paper(tmp_path, (95.0, 100.0, 105.0)))
+    assert paper["done"] and paper["seeds"] == {0: 95.0, 1: 100.0, 2: 105.0}
+    long = pilots.pilot_long(folder, me, sweep) | {"paper": paper}
+    text = "\n".join(pilots.pilot_paper_section(paper, long, tmp_path / "figures", str))
+    assert "Its runs with records: 3 of 3" in text and "provisional" not in text
+    assert "| DT | --preset paper, 100000 | 95 / 100 / 105 | 100.0 ± 5.0 |" in text
+    assert "| Mamba | cosine 48000 (the long-budget check) | 60 / 62 / 64 | 62.0 ± 2.0 |" in text
+    # 45 runs x 100000 steps x 0.2 s = 250 core-hours
+    assert "Rule 1: with the DT paper's settings" in text and "about 250 core-hours" in text
+    assert (tmp_path / "figures" / "pilot-paper.png").stat().st_size > 0
+    said = "\n".join(pilots.pilot_long_section(folder, tmp_path / "figures", str, me, sweep,
+                                                paper))
+    assert "Rule 2: 48000 steps does not" in said and "; the Mamba alone is under it." in said
+    assert 'was tried on the DT ("The paper-recipe check" below): with the DT paper' in said
+    assert "answers: 48000 steps does not" in pilots.what_would(pilots.pilot_me(me, sweep), long)
+
+
+@pytest.mark.parametrize("scores", [(40.0, 70.0, 100.0), (60.0, 62.0, 64.0)])
+def test_the_paper_recipe_check_says_so_when_it_is_spread_or_steady_below_the_expert(
+        tmp_path, scores):
+    folder, me, sweep = write_pilot_long(tmp_path, (30.0, 60.0, 90.0))
+    paper = pilots.pilot_paper(write_pilot_paper(tmp_path, scores))
+    long = pilots.pilot_long(folder, me, sweep) | {"paper": paper}
+    text = "\n".join(pilots.pilot_paper_section(paper, long, tmp_path / "figures", str))
+    assert "Rule 2: not even the DT paper's settings" in text and "Rule 1" not in text
+    assert "the Mamba alone" not in "\n".join(pilots.pilot_long_section(
+        folder, tmp_path / "figures", str, me, sweep, paper))
+
+
+def test_a_paper_recipe_check_under_way_is_provisional(tmp_path):
+    folder, me, sweep = write_pilot_long(tmp_path, (30.0, 60.0, 90.0))
+    paper = pilots.pilot_paper(write_pilot_paper(tmp_path, (95.0, 100.0), runs=2))
+    long = pilots.pilot_long(folder, me, sweep) | {"paper": paper}
+    text = "\n".join(pilots.pilot_paper_section(paper, long, tmp_path / "figures", str))
+    assert not paper["done"] and "Its runs with records: 2 of 3" in text
+    assert "provisional until every run has its record" in text and "Rule" not in text
+    assert "| DT | --preset paper, 100000 | 95 / 100 | 97.5 ± 3.5 |" in text
+    said = "\n".join(pilots.pilot_long_section(folder, tmp_path / "figures", str, me, sweep,
+                                                paper))
+    assert "is being tried on the DT (results/pilot-paper/RULE.md)" in said
+
+
+def test_report_refuses_a_paper_recipe_check_without_the_long_budget_check():
+    from benchmarks import report
+    with pytest.raises(SystemExit) as stop:
+        report.main(["runs/x", "--pilot-me", "results/pilot-me", "--pilot-paper", "p"])
+    assert "give --pilot-long results/pilot-long too" in str(stop.value)
