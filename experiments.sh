@@ -33,7 +33,7 @@
 #   bash experiments.sh one NAME FLAGS  one job: what each line of the list calls
 #   python benchmarks/report.py results/report-runs/* --before results/report-runs-v1/* \
 #     --pilot results/pilot/* --pilot-v2 results/pilot-v2 --pilot-me results/pilot-me \
-#     --pilot-long results/pilot-long --out REPORT.md --force
+#     --pilot-long results/pilot-long --pilot-paper results/pilot-paper --out REPORT.md --force
 #                                       then write the report (REPORT.md's runs: SCHEDULE=cosine
 #                                       BUDGET=4000 ESTIMATOR=last, the pilot's choice)
 #
