@@ -98,61 +98,55 @@ def test_pilot_trains_both_models_on_each_medium_dataset_and_keeps_the_records(t
             assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
-def test_the_medium_expert_pilot_trains_its_recipe_on_validation_seeds_and_keeps_records(
-        tmp_path):
+def pilot_job(tmp_path, listing, index, times=1):
+    """List a pilot's jobs with `bash experiments.sh LISTING`, run job `index` `times` times
+    with a fake python; returns (the job lines, the train.py calls, the job's record folder)."""
     fake = sandbox(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
-    lines = subprocess.run(["bash", "experiments.sh", "pilot-me-jobs"], cwd=tmp_path, env=env,
+    lines = subprocess.run(["bash", "experiments.sh", listing], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for _ in range(times):
+        subprocess.run(["bash", "-c", lines[index]], cwd=tmp_path, env=env, check=True,
+                       capture_output=True)
+    pilot, name = lines[index].split()[3:5]
+    record = tmp_path / "results" / pilot / name
+    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
+    return lines, (tmp_path / "calls.log").read_text().splitlines(), record
+
+
+def test_the_medium_expert_pilot_trains_its_recipe_on_validation_seeds_and_keeps_records(
+        tmp_path):
+    # the second time the job is finished and skipped
+    lines, calls, record = pilot_job(tmp_path, "pilot-me-jobs", 0, times=2)
     names = {line.split()[4] for line in lines}
     assert names == {f"cosine-16k-{m}-{e}-medium-expert-s{s}" for e in ("hopper", "walker2d")
                      for m in ("dt", "mamba") for s in (0, 1, 2)}
-    for _ in range(2):  # the second time it is finished and skipped
-        subprocess.run(["bash", "-c", lines[0]], cwd=tmp_path, env=env, check=True,
-                       capture_output=True)
-    calls, name = (tmp_path / "calls.log").read_text().splitlines(), lines[0].split()[4]
     assert calls == ["train.py --steps 16000 --lr-schedule cosine --ema 0.999 --eval-every 1000 "
-                     f"--eval-episodes 20 --save-every 1000 --out runs/pilot-me/{name} "
+                     f"--eval-episodes 20 --save-every 1000 --out runs/pilot-me/{record.name} "
                      "--model dt --env hopper --dataset medium-expert --seed 0"]
-    record = tmp_path / "results/pilot-me" / name
-    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
 def test_the_long_budget_check_trains_hopper_medium_expert_at_48000_steps_without_ema(tmp_path):
-    fake = sandbox(tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
-    lines = subprocess.run(["bash", "experiments.sh", "pilot-long-jobs"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    lines, calls, _ = pilot_job(tmp_path, "pilot-long-jobs", 3)
     assert [line.split()[4] for line in lines] == [
         f"cosine-48k-{m}-hopper-medium-expert-s{s}" for m in ("mamba", "dt") for s in (0, 1, 2)]
-    subprocess.run(["bash", "-c", lines[3]], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
     # the job's own flags come last, so they override pilot-one's EMA and evaluation spacing
-    assert (tmp_path / "calls.log").read_text().splitlines() == [
+    assert calls == [
         "train.py --steps 48000 --lr-schedule cosine --ema 0.999 --eval-every 1000 "
         "--eval-episodes 20 --save-every 1000 --out runs/pilot-long/cosine-48k-dt-hopper-"
         "medium-expert-s0 --model dt --env hopper --dataset medium-expert --seed 0 --ema 0 "
         "--eval-every 2000"]
-    record = tmp_path / "results/pilot-long/cosine-48k-dt-hopper-medium-expert-s0"
-    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
 def test_the_paper_recipe_check_trains_the_dt_with_the_paper_preset_and_its_own_flags_last(
         tmp_path):
-    fake = sandbox(tmp_path)
-    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake)}
-    lines = subprocess.run(["bash", "experiments.sh", "pilot-paper-jobs"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, check=True).stdout.splitlines()
+    lines, calls, _ = pilot_job(tmp_path, "pilot-paper-jobs", 1)
     assert [line.split()[4] for line in lines] == [
         f"paper-dt-hopper-medium-expert-s{s}" for s in (0, 1, 2)]
-    subprocess.run(["bash", "-c", lines[1]], cwd=tmp_path, env=env, check=True,
-                   capture_output=True)
-    assert (tmp_path / "calls.log").read_text().splitlines() == [
+    assert calls == [
         "train.py --preset paper --ema 0.999 --eval-every 1000 --eval-episodes 20 --save-every "
         "1000 --out runs/pilot-paper/paper-dt-hopper-medium-expert-s1 --model dt --env hopper "
         "--dataset medium-expert --seed 1 --ema 0 --eval-every 5000"]
-    record = tmp_path / "results/pilot-paper/paper-dt-hopper-medium-expert-s1"
-    assert sorted(p.name for p in record.iterdir()) == ["config.json", "metrics.jsonl"]
 
 
 V2 = {"SCHEDULE": "cosine", "BUDGET": "4000", "ESTIMATOR": "ema"}
