@@ -333,7 +333,8 @@ def long_answer(long, bar=BAR):
     alone = [MODEL_NAMES[m] for m in passed if passed[m]]
     paper = long.get("paper")
     tried = ("was not tried on this cell: what would stays unmeasured" if not paper else
-             "is being tried on the DT (results/pilot-paper/RULE.md)" if not paper["done"] else
+             "is being tried on the DT (results/pilot-paper/RULE.md); until it lands, what would "
+             "for the DT stays unmeasured" if not paper["done"] else
              "was tried on the DT (\"The paper-recipe check\" below): "
              + paper_answer(paper).split(": ", 1)[1].removesuffix("."))
     return (f"Rule 2: 48000 steps does not bring hopper medium-expert under the bar of {bar:g} "
