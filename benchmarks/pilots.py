@@ -296,14 +296,23 @@ def pilot_long(folder, me_folder="results/pilot-me", sweep="results/report-runs"
     (all its runs have records and the costs are known)."""
     names, estimates, _, costs = read_pilot_long(folder, me_folder, sweep)
     runs = {}  # model -> [(seed, [(step, validation score)])]
-    for path in sorted(Path(folder).glob("*/metrics.jsonl")):
-        train = json.loads((path.parent / "config.json").read_text())["train"]
-        points = [(r["step"], r["eval"]["score_mean"]) for r in map(
-            json.loads, path.read_text().splitlines()) if "eval" in r]
-        runs.setdefault(train["model"], []).append((train["seed"], points))
+    for train, lines in _records(folder):
+        runs.setdefault(train["model"], []).append((train["seed"], _validation_curve(lines)))
     ours = sum(n.startswith("cosine-48k") for n in names)
     return {"names": names, "estimates": estimates, "runs": runs, "costs": costs,
             "ours": ours, "done": ours == LONG_RUNS and bool(costs)}
+
+
+def _records(folder):
+    """(config.json's train settings, metrics.jsonl's lines) of each finished run in `folder`."""
+    for path in sorted(Path(folder).glob("*/metrics.jsonl")):
+        yield (json.loads((path.parent / "config.json").read_text())["train"],
+               [json.loads(line) for line in path.read_text().splitlines()])
+
+
+def _validation_curve(lines):
+    """[(step, validation score)] of a run's periodic evaluations."""
+    return [(r["step"], r["eval"]["score_mean"]) for r in lines if "eval" in r]
 
 
 def _budgets(long, model):
@@ -380,12 +389,9 @@ def pilot_paper(folder):
     100000 steps (None if it has none), each run's curve, its seconds per training step, and
     done (all its runs have a score)."""
     seeds, runs, step_s = {}, {"dt": []}, []
-    for path in sorted(Path(folder).glob("*/metrics.jsonl")):
-        seed = json.loads((path.parent / "config.json").read_text())["train"]["seed"]
-        lines = [json.loads(line) for line in path.read_text().splitlines()]
-        seeds[seed] = pilot_estimates(lines, PAPER_STEPS)["last"]
-        runs["dt"].append((seed, [(r["step"], r["eval"]["score_mean"]) for r in lines
-                                  if "eval" in r]))
+    for train, lines in _records(folder):
+        seeds[train["seed"]] = pilot_estimates(lines, PAPER_STEPS)["last"]
+        runs["dt"].append((train["seed"], _validation_curve(lines)))
         last = [r for r in lines if "loss" in r][-1]
         step_s.append(last["time"] / last["step"])
     done = len(seeds) == PAPER_RUNS and None not in seeds.values()
@@ -424,10 +430,10 @@ def pilot_paper_section(paper, long, figures, rel, folder="results/pilot-paper")
            "paper`, evaluated every 5000 steps). Every score is the last raw weights' on the 20 "
            "validation episodes (seeds 10000-10019) at target 3600"
            + ("" if paper["done"] else "; provisional until every run has its record") + ".", ""]
+    long48 = {model: dict(_budgets(long, model))[48000] for model in ("dt", "mamba")}
     rows = [[MODEL_NAMES[model], "cosine 48000 (the long-budget check)",
              " / ".join(f"{v:.0f}" for v in values), pm(*over_seeds(values), digits=1)]
-            for model in ("dt", "mamba") for budget, values in _budgets(long, model)
-            if budget == 48000]
+            for model, values in long48.items()]
     values = [paper["seeds"][s] for s in sorted(paper["seeds"]) if paper["seeds"][s] is not None]
     if values:
         rows.insert(1, ["DT", "--preset paper, 100000", " / ".join(f"{v:.0f}" for v in values),

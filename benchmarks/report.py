@@ -40,8 +40,7 @@ from cli import (WriteError, atomic_write, flag_name,  # noqa: E402
 from data import normalized_score
 from benchmarks.render import curve_of, drawn_by_matplotlib, plot_bands, plot_targets
 from benchmarks.pilots import budget_pilot_section, pilot_long, pilot_long_section, pilot_me, \
-    pilot_paper, pilot_paper_section, \
-    pilot_me_section, pilot_v2_section
+    pilot_me_section, pilot_paper, pilot_paper_section, pilot_v2_section
 from benchmarks.sections import aggregate_section, lottery_section, memory_section
 from benchmarks.stats import (D4RL_DT, MARGIN, MODEL_NAMES, experiments, group_name, groups_of,
                               over_seeds, pm, read_json, read_pilot_v2, read_runs, score_cell,
