@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.render import curve_of, md_table, plot_bands, plot_pilot, plot_seed_curves
 from benchmarks.stats import (BAR, D4RL_DT, ESTIMATORS, MODEL_NAMES, PATIENCE, TIE,
                               apply_pilot_rule, converged_step, over_seeds, pilot_estimates, pm,
-                              read_pilot_long, read_pilot_me, read_pilot_v2)
+                              read_pilot_long, read_pilot_me, read_pilot_v2, sd_interval)
 
 
 def budget_pilot_section(pilot, figures, rel):
@@ -315,6 +315,27 @@ def _validation_curve(lines):
     return [(r["step"], r["eval"]["score_mean"]) for r in lines if "eval" in r]
 
 
+SD_COLUMN = "seed sd, 95% interval if normal"
+
+
+def sd_note():
+    """What SD_COLUMN means, with the width of its interval for three seeds."""
+    low, high = sd_interval([0.0, 1.0, 2.0])  # three values whose sd is 1
+    return ("The last column is where the seed sd would lie, with 95% confidence, if the seeds' "
+            "scores were normal (chi-square, n - 1 degrees of freedom): three seeds pin an sd "
+            f"down loosely, {low:.2f} to {high:.1f} times the value measured, and hopper's scores "
+            "are far from normal. The rules read the measured sd, as written before the runs.")
+
+
+def _seed_row(values):
+    """A table row's seeds, mean ± seed sd and the sd's interval (stats.sd_interval)."""
+    interval = sd_interval(values)
+    return [" / ".join(f"{v:.0f}" for v in values),
+            pm(*over_seeds(values), digits=1) if len(values) > 1 else "-",
+            "[{}, {}]".format(*(f"{x:.{1 if x < 10 else 0}f}" for x in interval))
+            if interval else "-"]
+
+
 def _budgets(long, model):
     """model -> [(budget, the seeds' estimates)] at the three budgets that have them."""
     cell = ("hopper", model)
@@ -367,10 +388,10 @@ def pilot_long_section(folder, figures, rel, me_folder="results/pilot-me",
            "sweep's own runs, seeds 0-2; 16000: the medium-expert pilot's. Every score is the "
            "last raw weights' on the 20 validation episodes (seeds 10000-10019) at target 3600"
            + ("" if long["done"] else "; provisional until every run has its record") + ".", ""]
-    rows = [[MODEL_NAMES[model], budget, " / ".join(f"{v:.0f}" for v in values),
-             pm(*over_seeds(values), digits=1)]
+    rows = [[MODEL_NAMES[model], budget, *_seed_row(values)]
             for model in ("dt", "mamba") for budget, values in _budgets(long, model)]
-    doc += md_table(["model", "steps", "seeds 0 / 1 / 2", "mean ± seed sd"], rows) + [""]
+    doc += md_table(["model", "steps", "seeds 0 / 1 / 2", "mean ± seed sd", SD_COLUMN], rows)
+    doc += ["", sd_note(), ""]
     if long["done"]:
         doc += [long_answer(long), ""]
     if long["runs"]:
@@ -431,14 +452,13 @@ def pilot_paper_section(paper, long, figures, rel, folder="results/pilot-paper")
            "validation episodes (seeds 10000-10019) at target 3600"
            + ("" if paper["done"] else "; provisional until every run has its record") + ".", ""]
     long48 = {model: dict(_budgets(long, model))[48000] for model in ("dt", "mamba")}
-    rows = [[MODEL_NAMES[model], "cosine 48000 (the long-budget check)",
-             " / ".join(f"{v:.0f}" for v in values), pm(*over_seeds(values), digits=1)]
+    rows = [[MODEL_NAMES[model], "cosine 48000 (the long-budget check)", *_seed_row(values)]
             for model, values in long48.items()]
     values = [paper["seeds"][s] for s in sorted(paper["seeds"]) if paper["seeds"][s] is not None]
     if values:
-        rows.insert(1, ["DT", "--preset paper, 100000", " / ".join(f"{v:.0f}" for v in values),
-                        pm(*over_seeds(values), digits=1) if len(values) > 1 else "-"])
-    doc += md_table(["model", "recipe, steps", "seeds", "mean ± seed sd"], rows) + [""]
+        rows.insert(1, ["DT", "--preset paper, 100000", *_seed_row(values)])
+    doc += md_table(["model", "recipe, steps", "seeds", "mean ± seed sd", SD_COLUMN], rows)
+    doc += ["", "The last column: as in the long-budget check's table.", ""]
     if paper["done"]:
         doc += [paper_answer(paper), ""]
     if paper["runs"]["dt"]:

@@ -1,6 +1,7 @@
 """The comparison's statistics (stats.py, report.py): the aggregate over tasks (rliable) checked by
 hand, and the protocol pilot's rule (results/pilot-v2/RULE.md) on records made up to test it."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -239,7 +240,8 @@ def test_the_long_budget_check_says_a_longer_budget_is_what_would_when_it_is(tmp
     assert "Its runs with records: 6 of 6" in text and "provisional" not in text
     assert "| DT | 4000 | 10 / 50 / 90 | 50.0 ± 40.0 |" in text
     assert "| DT | 16000 | 30 / 50 / 70 | 50.0 ± 20.0 |" in text
-    assert "| Mamba | 48000 | 60 / 62 / 64 | 62.0 ± 2.0 |" in text
+    assert "| Mamba | 48000 | 60 / 62 / 64 | 62.0 ± 2.0 | [1.0, 13] |" in text  # sd 2 x 0.52, 6.3
+    assert "three seeds pin an sd down loosely, 0.52 to 6.3 times the value measured" in text
     assert "Rule 1: at 48000 steps both hopper medium-expert cells are under the bar" in text
     assert f"projects to {long['costs'][pilots.LONG]:.0f} core-hours" in text
     assert (tmp_path / "figures" / "pilot-long.png").stat().st_size > 0
@@ -267,6 +269,17 @@ def test_a_long_budget_check_under_way_is_provisional(tmp_path):
     assert "| Mamba | 48000 | 60 / 62 | 61.0 ± 1.4 |" in text
     assert "is running; its runs so far are below" in pilots.what_would(
         pilots.pilot_me(me, sweep), long)
+
+
+def test_the_seed_sds_interval_is_the_chi_square_one():
+    """With 3 seeds (2 degrees of freedom) chi-square's quantiles have a closed form: -2 ln(1 - q),
+    so sd x sqrt(2 / quantile) is checked here without scipy."""
+    low, high = stats.sd_interval([59.0, 54.0, 83.0])
+    sd = float(np.std([59.0, 54.0, 83.0], ddof=1))
+    assert low == pytest.approx(sd * math.sqrt(2 / (-2 * math.log(0.025))))
+    assert high == pytest.approx(sd * math.sqrt(2 / (-2 * math.log(0.975))))
+    assert low < 12 < sd < high  # the DT's 48000-step spread: over the bar, its interval not
+    assert stats.sd_interval([70.0]) is None
 
 
 def test_report_refuses_a_long_budget_check_without_the_medium_expert_pilot(capsys):
