@@ -431,9 +431,10 @@ def _medium_expert_records(folder, sweep, envs):
 
 def read_pilot_long(folder, me_folder="results/pilot-me", sweep="results/report-runs"):
     """The long-budget check (results/pilot-long/RULE.md): its cosine-48k runs beside the
-    medium-expert pilot's hopper records (read_pilot_me's, hopper only)."""
+    medium-expert pilot's records (read_pilot_me's: its hopper cells beside the check's, and
+    the costs from its formula and timings, hopper's and walker2d's sweep runs)."""
     ours = [(p.parent, "cosine-48k", False) for p in sorted(Path(folder).glob("*/metrics.jsonl"))]
-    return read_pilot(ours + _medium_expert_records(me_folder, sweep, ("hopper",)))
+    return read_pilot(ours + _medium_expert_records(me_folder, sweep, ("hopper", "walker2d")))
 
 
 def read_pilot(records):

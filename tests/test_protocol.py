@@ -250,6 +250,21 @@ def test_the_long_budget_check_says_a_longer_budget_is_what_would_when_it_is(tmp
     assert "answers: at 48000 steps both hopper medium-expert cells are under the bar" in would
 
 
+def test_the_long_budget_checks_cost_is_the_medium_expert_pilots_formula_and_timings(tmp_path):
+    """RULE.md: the cost at 48000 steps comes from the medium-expert pilot's timings, hopper's
+    and walker2d's sweep runs both (walker2d's made slower here, so hopper alone would differ)."""
+    folder, me, sweep = write_pilot_long(tmp_path, (60.0, 62.0, 64.0))
+    for path in sweep.glob("*-walker2d-*/metrics.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        lines = [r | {"time": 3 * r["time"]} if "loss" in r else r for r in lines]
+        path.write_text("\n".join(map(json.dumps, lines)))
+    costs, long = pilots.pilot_me(me, sweep)[3], pilots.pilot_long(folder, me, sweep)
+    sixteen = ("cosine", 16000, "last")
+    assert long["costs"][sixteen] == pytest.approx(costs[sixteen])
+    four, c = ("cosine", 4000, "last"), long["costs"]  # training time is linear in the steps:
+    assert c[pilots.LONG] - c[sixteen] == pytest.approx(32 / 12 * (c[sixteen] - costs[four]))
+
+
 @pytest.mark.parametrize("scores", [(30.0, 60.0, 90.0), (10.0, 11.0, 12.0)])
 def test_the_long_budget_check_says_so_when_it_is_still_spread_or_steady_by_being_bad(
         tmp_path, scores):
