@@ -52,7 +52,10 @@ def _protocol(run):
     train, scored = run.train, run.eval_config
     seeds = scored.get("seeds") or ("test" if scored.get("seed", 0) >= 500_000 else  # TEST_SEED
                                     "validation")
-    shared = ", the periodic evaluations' own" if seeds == "validation" else ""
+    first, n = scored.get("seed", 0), scored.get("episodes", 0)
+    shared = (f" {first}-{first + n - 1}, which hold the periodic evaluations' "
+              f"{first}-{first + train.get('eval_episodes', 10) - 1}"
+              if seeds == "validation" and first and n else "")
     return (f"{train['steps']} steps, {train.get('lr_schedule', 'constant')} lr, scored from the "
             f"{scored.get('estimator', 'last checkpoint, raw weights')} on "
             f"{scored.get('episodes', '?')} episodes ({seeds} seeds{shared})")
@@ -120,7 +123,8 @@ def lottery_section(before, after, pilot=None, bar=BAR, me=None, long=None):
             "return changed between the two (hopper's, remade at D4RL's level) is not the same "
             "task.", "",
             f"Cells decided: {decided['before']} before, {decided['after']} after, of "
-            f"{len(rows)}. Mean seed sd over the hopper and walker2d cells: {spread}.", "",
+            f"{len(rows)} (more seeds alone narrow an interval: see the seed columns). Mean "
+            f"seed sd over the hopper and walker2d cells: {spread}.", "",
             *md_table(["env", "dataset", "seeds DT / Mamba, before", "DT sd", "Mamba sd",
                       "verdict before", "seeds after", "DT sd", "Mamba sd", "verdict after"],
                      rows), "",
@@ -172,16 +176,19 @@ def memory_section(groups, figures, rel):
              "---|"]
     drops = defaultdict(dict)  # (env, variant) -> setting -> mean drop
     against_dt = defaultdict(list)  # verdict against the DT K=20 -> ["env variant: setting"]
+    stand_ins = set()  # settings with no standard-task run of their own
     for (env, dataset, model, variant), runs in sorted(found.items()):
         parts = variant.split(", ")
         of_data = [p for p in parts if p in ("positions", "delayed")]
         if dataset != "medium" or not of_data:
             continue
         acting = ", ".join(p for p in parts if p not in of_data)
-        standard = found.get((env, dataset, model, acting)) or found.get(
-            (env, dataset, model, "K=20"), [])  # e.g. DT K=60's: the standard task's at K=20
         dt = found.get((env, dataset, "dt", ", ".join(["K=20", *of_data])), [])
         setting = f"{MODEL_NAMES.get(model, model)} {acting}"
+        standard = found.get((env, dataset, model, acting))
+        if not standard:  # e.g. DT K=60's: the standard task's at K=20
+            standard = found.get((env, dataset, model, "K=20"), [])
+            stand_ins.add(setting)
         cells = []
         for other, better, worse in ((standard, " + ".join(of_data), "standard task"),
                                      (dt, setting, "DT K=20")):
@@ -204,6 +211,10 @@ def memory_section(groups, figures, rel):
            "return at the episode's last step. Each setting's score (normalised, true return) "
            "beside the same setting on the standard task; the drop is the variant's cost. A "
            "model that uses memory better loses less. Verdicts as in the main table.", ""] + lines
+    if stand_ins:
+        doc += ["", f"{', '.join(sorted(stand_ins))}: no run on the standard task, so its drop "
+                "is against the same model at K=20 there, and mixes the variant's cost with the "
+                "change of K."]
     named = sorted((k, v) for k, v in against_dt.items() if k.endswith(" better"))
     rest = ", ".join(f"{len(v)} {k}" for k, v in sorted(against_dt.items())
                      if not k.endswith(" better"))
@@ -214,8 +225,11 @@ def memory_section(groups, figures, rel):
             + "; ".join([f"{k} in {', '.join(v)}" for k, v in named]
                         + ([f"{'the rest: ' if named else ''}{rest}"] if rest else [])) + ". "
             + ("Where a setting beats the DT K=20, its memory helped under that variant."
-               if helped else "No setting beats the DT K=20 under a variant here: at this "
-               "budget and on this data, more memory did not help.")]
+               if helped else "No setting beats the DT K=20 under a variant here, and every "
+               "one is within 5 points of it: at this budget and on this data, more memory did "
+               "not help." if set(against_dt) == {"equivalent within 5"} else "No setting is "
+               "shown to beat the DT K=20 under a variant here; where the intervals are wide, "
+               "whether more memory helps at this budget is not decided.")]
     order = [f"{env} {variant}: {max(by, key=by.get)} ({max(by.values()):+.1f}), the largest "
              f"{min(by, key=by.get)} ({min(by.values()):+.1f})"  # drops are negative
              for (env, variant), by in sorted(drops.items()) if len(by) > 1]

@@ -39,10 +39,6 @@ from run_folder import OLD_RUN_DEFAULTS
 MODEL_NAMES = {"dt": "DT", "mamba": "Mamba"}
 # train.py settings that may differ between the seeds of one experiment (everything else may not)
 SEED_ONLY = ("seed", "out", "resume", "device", "compile", "log_every", "save_every")
-# Student's t, 97.5% quantile by degrees of freedom (Welch's df is rounded down: a slightly wide
-# interval, never a narrow one).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
 PATIENCE = 3  # the budget rule: evaluations in a row that must not beat the best so far
 MARGIN = 5.0  # normalised points: a difference whose whole interval lies within +-MARGIN is
 #               "equivalent"; a wide interval that holds 0 is "undecided"
@@ -228,9 +224,9 @@ def welch_interval(a, b):
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
     if va + vb == 0:
         return float(diff), float(diff)
-    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
-    t = T_975[max(k for k in T_975 if k <= max(df, 1))]
-    half = t * math.sqrt(va + vb)
+    from scipy.stats import t  # scipy comes with rliable
+    df = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))  # Welch-Satterthwaite
+    half = float(t.ppf(0.975, df)) * math.sqrt(va + vb)
     return float(diff - half), float(diff + half)
 
 
