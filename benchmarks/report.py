@@ -189,6 +189,10 @@ def eval_command(run, config, out=None):
         parts += ["--target", *(f"{t:g}" for t in config["target"])]
     if config.get("max_episode_steps"):
         parts += ["--max-episode-steps", str(config["max_episode_steps"])]
+    if config.get("weights", "raw") != "raw":  # the estimator: EMA weights, or a mean of the last
+        parts += ["--weights", config["weights"]]
+    if config.get("last", 1) != 1:
+        parts += ["--last", str(config["last"])]
     return shlex.join(parts + (["--out", out] if out else []))
 
 

@@ -350,3 +350,14 @@ def test_the_seed_lottery_gives_each_cells_spread_and_verdict_before_and_after(t
     assert f"over it: hopper medium Mamba at target 3600 (sd {np.std(wild, ddof=1):.1f})." in text
     assert f"- hopper medium Mamba at 3600: seed 0 {score(2000.0):.1f}, " in text  # why: the seeds
     assert f"seed 6 {score(3200.0):.1f}." in text and "not the evaluation" in text
+
+
+def test_the_evaluate_command_a_report_gives_names_the_estimator(tmp_path):
+    run = type("Run", (), {"path": tmp_path / "run"})()
+    config = dict(run_dir=str(run.path), episodes=100, seed=500000, mode="window",
+                  target=[3600.0], weights="ema", last=3)
+    command = report.eval_command(run, config)
+    assert command.endswith("--target 3600 --weights ema --last 3")
+    plain = report.eval_command(run, config | dict(weights="raw", last=1))
+    assert "--weights" not in plain and "--last" not in plain
+    assert report.eval_command(run, {"episodes": 10}) is None  # train.py's own eval.json
