@@ -42,9 +42,9 @@ from benchmarks.render import curve_of, drawn_by_matplotlib, plot_bands, plot_ta
 from benchmarks.pilots import budget_pilot_section, pilot_long, pilot_long_section, pilot_me, \
     pilot_me_section, pilot_paper, pilot_paper_section, pilot_v2_section
 from benchmarks.sections import aggregate_section, lottery_section, memory_section
-from benchmarks.stats import (D4RL_DT, MARGIN, MODEL_NAMES, experiments, group_name, groups_of,
-                              over_seeds, pm, read_json, read_pilot_v2, read_runs, score_cell,
-                              scores, verdict, welch_interval)
+from benchmarks.stats import (D4RL_DT, MARGIN, MODEL_NAMES, apart_from_test, experiments,
+                              group_name, groups_of, over_seeds, pm, read_json, read_pilot_v2,
+                              read_runs, score_cell, scores, verdict, welch_interval)
 
 MIN_SEEDS = 3  # seeds per model a comparison is owed (fewer are listed under Missing)
 
@@ -317,6 +317,8 @@ def write_report(cfg: ReportConfig) -> Path:
         raise ReportError("--pilot-paper is shown beside the long-budget check: give "
                           "--pilot-long results/pilot-long too.")
     runs, skipped = read_runs(cfg.runs)
+    runs, validation_scored = apart_from_test(runs)
+    skipped += validation_scored
     if not runs:
         raise ReportError(f"none of {', '.join(map(str, cfg.runs)) or 'the given paths'} is a "
                           "train.py run folder (one with config.json); train a model first "

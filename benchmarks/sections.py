@@ -16,8 +16,8 @@ import numpy as np
 from benchmarks.pilots import pilot_findings, what_would
 from benchmarks.render import md_table, plot_drops, plot_profile
 from benchmarks.stats import (BAR, MODEL_NAMES, aggregate, experiments, over_seeds,
-                              performance_profile, score_cell, scores, task_matrices, verdict,
-                              welch_interval)
+                              performance_profile, score_cell, scored_on, scores, task_matrices,
+                              verdict, welch_interval)
 
 
 def aggregate_section(groups, figures, rel, reps):
@@ -49,9 +49,7 @@ def aggregate_section(groups, figures, rel, reps):
 
 def _protocol(run):
     """How a run was trained and scored, read from its records."""
-    train, scored = run.train, run.eval_config
-    seeds = scored.get("seeds") or ("test" if scored.get("seed", 0) >= 500_000 else  # TEST_SEED
-                                    "validation")
+    train, scored, seeds = run.train, run.eval_config, scored_on(run)
     first, n = scored.get("seed", 0), scored.get("episodes", 0)
     shared = (f" {first}-{first + n - 1}, which hold the periodic evaluations' "
               f"{first}-{first + train.get('eval_episodes', 10) - 1}"

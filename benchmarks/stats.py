@@ -178,6 +178,24 @@ def unfit(run):
     return None
 
 
+def scored_on(run):
+    """"test" or "validation": the seed range of a run's eval.json (records older than the split
+    name none: their first seed says which)."""
+    scored = run.eval_config
+    return scored.get("seeds") or ("test" if scored.get("seed", 0) >= 500_000 else "validation")
+
+
+def apart_from_test(runs):
+    """-> (runs, [why each other is skipped]): where some runs are scored on test seeds, those
+    scored on validation seeds (train.py's own final evaluation) cannot share their tables."""
+    if not any(run.evals and scored_on(run) == "test" for run in runs):
+        return runs, []
+    kept = [run for run in runs if not run.evals or scored_on(run) == "test"]
+    return kept, [f"{run.path}: scored on validation seeds (train.py's own evaluation) where the "
+                  f"others are on test seeds; score it with python evaluate.py {run.path} "
+                  "--episodes 100" for run in runs if run not in kept]
+
+
 def read_runs(paths):
     """-> (runs, [why each other path is skipped]): not a run folder, or unfit records."""
     runs, skipped = [], []

@@ -361,3 +361,24 @@ def test_the_evaluate_command_a_report_gives_names_the_estimator(tmp_path):
     plain = report.eval_command(run, config | dict(weights="raw", last=1))
     assert "--weights" not in plain and "--last" not in plain
     assert report.eval_command(run, {"episodes": 10}) is None  # train.py's own eval.json
+
+
+def test_a_run_scored_on_validation_seeds_stays_out_of_a_report_scored_on_test_seeds(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        for model in ("dt", "mamba"):
+            fake_run(root / f"{model}-s{seed}", model, seed, [1000.0 + 100 * seed])
+    for folder in root.iterdir():  # evaluate.py's test-seed scores ...
+        if folder.name != "dt-s2":  # ... except one run, left with train.py's own evaluation
+            record = json.loads((folder / "eval.json").read_text())
+            record["config"].update(seed=500000, seeds="test")
+            (folder / "eval.json").write_text(json.dumps(record))
+    runs, _ = stats.read_runs(sorted(root.iterdir()))
+    kept, skipped = stats.apart_from_test(runs)
+    assert sorted(r.path.name for r in kept) == ["dt-s0", "dt-s1", "mamba-s0", "mamba-s1",
+                                                 "mamba-s2"]
+    assert skipped == [f"{root / 'dt-s2'}: scored on validation seeds (train.py's own evaluation) "
+                       "where the others are on test seeds; score it with python evaluate.py "
+                       f"{root / 'dt-s2'} --episodes 100"]
+    only_validation = [r for r in runs if r.path.name == "dt-s2"]
+    assert stats.apart_from_test(only_validation) == (only_validation, [])  # nothing to keep apart
