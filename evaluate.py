@@ -184,6 +184,22 @@ def kept_checkpoints(run_dir, last: int) -> list:
     return kept
 
 
+def check_kept(cfg, ckpts: list) -> None:
+    """The checkpoints --last K averages must be the run's last K, --keep-every apart, and ask
+    for the same targets and mode (a run resumed with another --steps or --target would mix)."""
+    steps, train_cfg = [c["step"] for c in ckpts], ckpts[-1]["config"]
+    every, final = train_cfg.get("keep_every", 0), train_cfg.get("steps")
+    if len(ckpts) > 1 and steps != [final - every * i for i in reversed(range(len(ckpts)))]:
+        raise EvalError(f"{cfg.run_dir}'s last {len(ckpts)} kept checkpoints are at steps "
+                        f"{', '.join(map(str, steps))}, not {every} apart up to its last step "
+                        f"{final} (unfinished, or resumed with another --steps): train it to the "
+                        "end, or pass --last 1.")
+    asked = {(c["config"].get("target"), c["config"].get("eval_mode")) for c in ckpts}
+    if len(asked) > 1 and (cfg.target is None or cfg.mode == "auto"):
+        raise EvalError(f"{cfg.run_dir}'s kept checkpoints were trained with different targets or "
+                        "evaluation modes; pass --target and --mode to score them alike.")
+
+
 def mean_over_checkpoints(results: list, steps: list) -> dict:
     """One result from the same evaluation of several checkpoints: means of their means (the
     score of the estimator), stds over all their episodes, each checkpoint's summary kept."""
@@ -405,8 +421,10 @@ def evaluate_run(cfg: EvalConfig) -> dict:
     except WriteError as e:
         raise EvalError(str(e).rstrip(".") + " (--out).") from None
     per_checkpoint, steps = [], []  # [checkpoint][target] results
-    for path in kept_checkpoints(cfg.run_dir, cfg.last):
-        model, ckpt = load_run(cfg.run_dir, device, cfg.weights, path)
+    loaded = [load_run(cfg.run_dir, device, cfg.weights, path)
+              for path in kept_checkpoints(cfg.run_dir, cfg.last)]
+    check_kept(cfg, [ckpt for _, ckpt in loaded])
+    for model, ckpt in loaded:
         train_cfg = ckpt["config"]
         mode = resolve_mode(train_cfg.get("eval_mode", "auto") if cfg.mode == "auto" else
                             cfg.mode, model.config.backbone, train_cfg.get("context") == "full")

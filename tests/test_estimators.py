@@ -126,3 +126,26 @@ def test_validation_and_test_seeds_never_meet(hopper_data, tmp_path):
     with pytest.raises(TrainError, match="validation seeds"):
         train.check_config(TrainConfig(eval_seed=TEST_SEED - 1, eval_episodes=2))
     assert inspect.signature(evaluate.evaluate).parameters["seed"].default == TEST_SEED
+
+
+def test_last_k_refuses_checkpoints_that_are_not_the_runs_last_k_or_ask_for_other_targets(
+        hopper_data, tmp_path):
+    run_dir = train.train(tiny(hopper_data, tmp_path / "k", steps=7, keep_last=3, keep_every=2))
+    quick = dict(episodes=2, max_episode_steps=8, device="cpu")
+    longer = replace(tiny(hopper_data, run_dir, steps=8, keep_last=3, keep_every=2), resume=True)
+    train.train(longer)  # resumed to 8 steps: kept 3, 5, 7 from the first budget, then 8
+    with pytest.raises(EvalError, match=r"kept checkpoints are at steps 5, 7, 8, not 2 apart up "
+                                        r"to its last step 8 \(unfinished, or resumed"):
+        evaluate.evaluate_run(EvalConfig(str(run_dir), last=3, **quick))
+    assert evaluate.evaluate_run(EvalConfig(str(run_dir), last=1, **quick))["step"] == 8
+    other = train.train(tiny(hopper_data, tmp_path / "t", steps=7, keep_last=2, keep_every=2,
+                             save_every=5))  # kept 5 and 7: retarget the last before it is kept
+    ckpt_path = other / "checkpoints" / "step-0000007.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["config"]["target"] = 1800.0
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(EvalError, match="trained with different targets or evaluation modes"):
+        evaluate.evaluate_run(EvalConfig(str(other), last=2, **quick))
+    result = evaluate.evaluate_run(EvalConfig(str(other), last=2, target=[3600.0], mode="window",
+                                              **quick))
+    assert result["results"][0]["checkpoint_steps"] == [5, 7]
