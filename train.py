@@ -371,16 +371,17 @@ def train(cfg: TrainConfig) -> Path:
 # ----------------------------------------------------------------------------- command line
 
 def parse_config(argv=None) -> TrainConfig:
-    """Flags -> TrainConfig. Values come from, lowest first: the defaults, the stored config of
-    a run being resumed, --preset if given, then the other flags given."""
+    """Flags -> TrainConfig. Values come from, lowest first: the defaults, --preset if given,
+    the stored config of a run being resumed (so a preset never undoes what the run was started
+    with, its --steps included), then the other flags given."""
     given = given_flags(TrainConfig, argv, "Train a Decision Transformer (--model dt) or "
                                            "Decision Mamba (--model mamba) and score it.")
     values = asdict(TrainConfig())
+    values.update(PRESETS.get(given.get("preset"), {}))  # an unknown one: check_config says so
     if given.get("resume"):
         out = Path(given.get("out") or default_out({**values, **given}))
         if (out / "ckpt.pt").is_file():
             values.update({**OLD_RUN_DEFAULTS, **read_checkpoint(out / "ckpt.pt")["config"]})
-    values.update(PRESETS.get(given.get("preset"), {}))  # an unknown one: check_config says so
     values.update(given)
     return TrainConfig(**values)
 

@@ -273,6 +273,15 @@ def test_the_dt_uses_relu_as_the_papers_code_and_runs_saved_with_gelu_still_resu
     assert torch.load(run_dir / "ckpt.pt", weights_only=True)["step"] == 3
 
 
+def test_a_preset_given_again_on_resume_keeps_the_runs_own_settings(hopper_data, tmp_path):
+    run_dir = train.train(tiny(hopper_data, tmp_path / "run", model="dt", steps=2,
+                               eval_episodes=3))
+    again = train.parse_config(["--out", str(run_dir), "--resume", "--preset", "report"])
+    assert (again.steps, again.eval_episodes) == (2, 3)  # not the preset's 4000 and 20
+    assert train.parse_config(["--out", str(run_dir), "--resume", "--preset", "report",
+                               "--steps", "5"]).steps == 5  # a flag typed still wins
+
+
 def test_every_model_setting_is_a_train_flag_with_dt_pys_help_and_reaches_the_model(
         hopper_data, tmp_path):
     from dataclasses import fields
