@@ -239,13 +239,16 @@ def stop_requests(say=print, message="stopping at the next checkpoint (again to 
             signal.signal(sig, handler)
 
 
-def trim_jsonl(path, step):
+def trim_jsonl(path, step, evals_at_step=True):
     """Keep the lines of a JSONL log whose "step" is at most `step` (a checkpoint's): a killed run
     logged past its checkpoint, and the resumed run logs those steps again; a line cut short by
-    the kill goes too. Atomic; a missing file becomes an empty one."""
+    the kill goes too (and, with evals_at_step=False, an evaluation at `step`, which a resumed
+    finished run logs again). Atomic; a missing file becomes an empty one."""
     def up_to_step(line):
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            return json.loads(line)["step"] <= step
+            record = json.loads(line)
+            return record["step"] < step or record["step"] == step and (
+                evals_at_step or not any(key.startswith("eval") for key in record))
         return False
     path = Path(path)
     lines = path.read_text().splitlines(True) if path.exists() else []

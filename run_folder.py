@@ -321,7 +321,8 @@ def start_files(run) -> dict:
     summary = run.dataset.summary()
     summary["return_mean_normalized"] = normalized_score(run.cfg.env, summary["return_mean"])
     with writing_to(run.run_dir):
-        trim_jsonl(run.run_dir / "metrics.jsonl", run.step)  # a resumed run logs those again
+        # a resumed run logs those steps again; a finished one, its final evaluation
+        trim_jsonl(run.run_dir / "metrics.jsonl", run.step, run.step < run.cfg.steps)
         write_json(run.run_dir / "config.json", {
             "train": asdict(run.cfg), "model": asdict(run.model.config), "eval_mode": run.eval_mode,
             "target_return": run.target, "device": str(run.device),

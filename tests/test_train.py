@@ -273,6 +273,15 @@ def test_the_dt_uses_relu_as_the_papers_code_and_runs_saved_with_gelu_still_resu
     assert torch.load(run_dir / "ckpt.pt", weights_only=True)["step"] == 3
 
 
+def test_resuming_a_finished_run_scores_it_again_without_a_second_record(hopper_data, tmp_path):
+    run_dir = train.train(tiny(hopper_data, tmp_path / "run", model="dt", steps=4, eval_every=2))
+    before = (run_dir / "metrics.jsonl").read_text()
+    train.train(train.parse_config(["--out", str(run_dir), "--resume"]))
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "eval" in r] == [2, 4]  # the periodic one, the final one
+    assert (run_dir / "metrics.jsonl").read_text().splitlines()[:-1] == before.splitlines()[:-1]
+
+
 def test_a_preset_given_again_on_resume_keeps_the_runs_own_settings(hopper_data, tmp_path):
     run_dir = train.train(tiny(hopper_data, tmp_path / "run", model="dt", steps=2,
                                eval_episodes=3))
