@@ -211,15 +211,16 @@ def what_did_not_work(rows, chosen, estimates, baseline=("const", 4000, "last"))
 
     def helped(c):
         if rows[c]["sd"] > rows[baseline]["sd"] - TIE:
-            return "no steadier than the first protocol's recipe"
+            return "no lower an sd than the first protocol's recipe"
         if rows[c]["sd"] > rows[chosen]["sd"] + TIE:
-            return "steadier than the first protocol's recipe, less than the choice"
-        return "as steady as the choice"
+            return "a lower sd than the first protocol's recipe, higher than the choice's"
+        return "an sd as low as the choice's"
 
     choice = rows[chosen]
     lines = ["What the pilot measured besides its choice (validation seeds, the four hopper / "
              f"walker2d medium cells, 3 seeds each; the choice, {_name(chosen)}: "
-             f"{said(chosen)}):", "",
+             f"{said(chosen)}; sds of three seeds order the candidates, they do not test a "
+             "difference):", "",
              f"- The first protocol's recipe (constant lr, 4000 steps, last checkpoint): "
              f"{said(baseline)}."]
     longer = ("const", 8000, "last")

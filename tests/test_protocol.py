@@ -128,8 +128,8 @@ def test_the_report_says_how_the_rule_chose_and_what_did_not_work():
     text = "\n".join(pilots.what_did_not_work(rows, chosen, estimates))
     assert "(constant lr, 4000 steps, last checkpoint): sd 26.5 (worst cell 26.5)" in text
     assert "(8000, last checkpoint): sd 21.8 (worst cell 21.8), mean 50.0, at 20.0 sweep " \
-           "core-hours against 12.0: steadier than the first protocol's recipe, less than the " \
-           "choice." in text
+           "core-hours against 12.0: a lower sd than the first protocol's recipe, higher than " \
+           "the choice's." in text
     assert "here it is not (mean 53.0, the raw weights' 50.0); hopper DT reads 53.0 ± 1.0 with " \
            "the EMA, 50.0 ± 26.5 with the raw weights. It tied with the choice" in text
     estimates[ema] = {c: [12, 13, 14] for c in CELLS}  # the issue's EMA: stable at the bottom
