@@ -18,7 +18,8 @@ from pathlib import Path
 from benchmarks.render import curve_of, md_table, plot_bands, plot_pilot, plot_seed_curves
 from benchmarks.stats import (BAR, D4RL_DT, ESTIMATORS, MODEL_NAMES, PATIENCE, TIE,
                               apply_pilot_rule, converged_step, over_seeds, pilot_estimates, pm,
-                              read_pilot_long, read_pilot_me, read_pilot_v2, sd_interval)
+                              read_jsonl, read_pilot_long, read_pilot_me, read_pilot_v2,
+                              sd_interval)
 
 
 def budget_pilot_section(pilot, figures, rel):
@@ -308,7 +309,7 @@ def _records(folder):
     """(config.json's train settings, metrics.jsonl's lines) of each finished run in `folder`."""
     for path in sorted(Path(folder).glob("*/metrics.jsonl")):
         yield (json.loads((path.parent / "config.json").read_text())["train"],
-               [json.loads(line) for line in path.read_text().splitlines()])
+               read_jsonl(path))
 
 
 def _validation_curve(lines):

@@ -17,22 +17,10 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root
 
+from benchmarks.stats import read_jsonl  # noqa: E402
 from run_folder import RunLock  # noqa: E402
 
 RECENT = 20  # log lines whose step times give the rate
-
-
-def read_lines(path):
-    """The JSON records of a JSONL file, skipping a line cut short; [] if there is none."""
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    return records
 
 
 def run_progress(folder):
@@ -44,7 +32,7 @@ def run_progress(folder):
         steps = int(train["steps"])
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"{folder}: no readable train.py config.json (not a run folder?)")
-    records = read_lines(folder / "metrics.jsonl")
+    records = read_jsonl(folder / "metrics.jsonl")
     losses = [r for r in records if "loss" in r]
     step = losses[-1]["step"] if losses else 0
     rates = [1 / r["steps_per_s"] for r in losses[-RECENT:]

@@ -126,6 +126,20 @@ def read_json(path):
         return None
 
 
+def read_jsonl(path):
+    """The records of a JSONL log that have a step, skipping a line cut short by a kill; [] for
+    a missing file."""
+    records = []
+    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
+
+
 def load_run(path):
     """-> (Run, None), or (None, why it was skipped)."""
     path = Path(path)
@@ -137,18 +151,11 @@ def load_run(path):
     if missing:
         return None, f"config.json lacks {', '.join(missing)} (not written by train.py?)"
     losses, curve = [], []
-    if (path / "metrics.jsonl").exists():
-        for line in (path / "metrics.jsonl").read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line cut short by a crash
-                continue
-            if not isinstance(record, dict) or "step" not in record:
-                continue
-            if "loss" in record:
-                losses.append((record["step"], record["loss"]))
-            elif isinstance(record.get("eval"), dict) and "return_mean" in record["eval"]:
-                curve.append(curve_point(record))
+    for record in read_jsonl(path / "metrics.jsonl"):
+        if "loss" in record:
+            losses.append((record["step"], record["loss"]))
+        elif isinstance(record.get("eval"), dict) and "return_mean" in record["eval"]:
+            curve.append(curve_point(record))
     evaluation, sweep = (read_json(path / name) for name in ("eval.json", "targets.json"))
     results = [] if not isinstance(evaluation, dict) else evaluation.get("results", [])
     if not isinstance(results, list):  # not evaluate.py's: the run is listed without a score
@@ -462,7 +469,7 @@ def read_pilot(records):
     for folder, recipe, timed in records:
         train = read_json(folder / "config.json")["train"]
         cell = (train["env"], train["model"])
-        lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        lines = read_jsonl(folder / "metrics.jsonl")
         names.append(folder.name)
         for budget in PILOT_BUDGETS[recipe]:
             for estimator, value in pilot_estimates(lines, budget).items():
