@@ -238,6 +238,12 @@ def test_readme_comparison_table_is_the_committed_reports():
         assert [diff, verdict] == row[6:8], (env, dataset)
 
 
+def memory_text(root, figures):
+    """The memory section of the run folders in `root`, as text."""
+    groups = stats.groups_of(stats.read_runs(sorted(root.iterdir()))[0])
+    return "\n".join(sections.memory_section(groups, figures, str))
+
+
 def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_the_dt(tmp_path):
     root = tmp_path / "runs"
     for seed in range(3):
@@ -273,8 +279,7 @@ def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_th
         (root / f"mamba-pos-s{seed}").rename(tmp_path / f"gone-{seed}")
         fake_run(root / f"mamba-pos-s{seed}", "mamba", seed, [450.0 + 150 * seed],
                  obs="positions")
-    groups = stats.groups_of(stats.read_runs(sorted(root.iterdir()))[0])
-    text = "\n".join(sections.memory_section(groups, tmp_path / "figures", str))
+    text = memory_text(root, tmp_path / "figures")
     assert "compared): 1 undecided. No setting is shown to beat the DT K=20 under a variant " \
            "here; where the intervals are wide, whether more memory helps at this budget is " \
            "not decided." in text
@@ -285,8 +290,7 @@ def test_where_memory_matters_gives_each_variants_drop_and_the_models_against_th
         for model in ("dt", "mamba"):
             fake_run(steady / f"{model}-pos-s{seed}", model, seed, [1000.0 + 10 * seed],
                      obs="positions")
-    groups = stats.groups_of(stats.read_runs(sorted(steady.iterdir()))[0])
-    text = "\n".join(sections.memory_section(groups, tmp_path / "figures", str))
+    text = memory_text(steady, tmp_path / "figures")
     assert "compared): 1 equivalent within 5. No setting beats the DT K=20 under a variant " \
            "here, and every one is within 5 points of it: at this budget and on this data, " \
            "more memory did not help." in text
