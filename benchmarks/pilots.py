@@ -36,7 +36,9 @@ def budget_pilot_section(pilot, figures, rel):
              f"{pilot[0].train.get('eval_every')} steps on {pilot[0].train.get('eval_episodes')}"
              f" episodes. A curve settles at the first evaluation after which {PATIENCE} in a "
              f"row do not beat the best mean return so far by more than their standard error "
-             f"(std over episodes / sqrt(episodes)); {budget}.", "",
+             f"(std over episodes / sqrt(episodes)), so a curve that falls afterwards still "
+             f"counts as settled: the rule finds where a curve stops rising, not a plateau; "
+             f"{budget}.", "",
              "| run | parameters | evaluations (step: mean return) | settled at |",
              "|---|---|---|---|"]
     for run in sorted(pilot, key=lambda r: (r.train["env"], r.model)):
