@@ -202,14 +202,16 @@ def check_kept(cfg, ckpts: list) -> None:
 
 def mean_over_checkpoints(results: list, steps: list) -> dict:
     """One result from the same evaluation of several checkpoints: means of their means (the
-    score of the estimator), stds over all their episodes, each checkpoint's summary kept."""
+    score of the estimator), stds over all their episodes (`episodes_pooled` of them; `episodes`
+    stays the count per checkpoint), each checkpoint's summary kept."""
     pooled = {k: float(np.mean([r[k] for r in results]))
               for k in ("return_mean", "score_mean", "fell", "truncated", "length_mean")}
     returns = np.concatenate([r["returns"] for r in results])
     scores = np.concatenate([normalized_score(results[0]["env"], np.array(r["returns"]))
                              for r in results])
     return {**results[0], **pooled, "return_std": float(returns.std()),
-            "score_std": float(scores.std()), "env_steps": sum(r["env_steps"] for r in results),
+            "score_std": float(scores.std()), "episodes_pooled": len(returns),
+            "env_steps": sum(r["env_steps"] for r in results),
             "wall_time_s": sum(r["wall_time_s"] for r in results), "checkpoint_steps": steps,
             "per_checkpoint": [{k: v for k, v in r.items() if k not in ("lengths", "seeds")}
                                for r in results], "returns": returns.round(2).tolist(),

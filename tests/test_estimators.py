@@ -105,7 +105,8 @@ def test_keep_last_keeps_k_checkpoints_and_evaluate_scores_their_mean(hopper_dat
         assert result["checkpoint_steps"] == [3, 5, 7]
         means = [r["score_mean"] for r in result["per_checkpoint"]]
         assert result["score_mean"] == pytest.approx(np.mean(means))
-        assert len(result["returns"]) == 6
+        assert len(result["returns"]) == result["episodes_pooled"] == 6
+        assert result["episodes"] == 2  # per checkpoint
     assert "mean over the last 3 checkpoints (steps 3, 5, 7)" in report["config"]["estimator"]
     with pytest.raises(EvalError, match="kept 3 checkpoints, fewer than --last 4"):
         evaluate.evaluate_run(EvalConfig(str(run_dir), last=4, **quick))
