@@ -234,8 +234,8 @@ def build(cfg: TrainConfig, run_dir: Path, ckpt: dict | None) -> Run:
     dataset = TrajectoryDataset(trajectories, context_len, MAX_EPISODE_STEPS, cfg.return_scale,
                                 **stats)
     if cfg.model == "dt" and context_len is None:
-        print(f"warning: --context full gives the transformer {3 * dataset.context_len} tokens per "
-              "window; attention cost grows with their square (slow).")
+        print(f"warning: --context full: {3 * dataset.context_len} tokens a window (cost grows "
+              f"with their square); past step {dataset.context_len} it slides, unlike training.")
     try:
         model_cfg = DecisionConfig(
             state_dim=dataset.state_dim, act_dim=dataset.act_dim, backbone=MODELS[cfg.model],
