@@ -243,7 +243,9 @@ class DecisionModel(nn.Module):
         self.predict_action = nn.Sequential(nn.Linear(C, config.act_dim), nn.Tanh())
         self.ln_f = nn.LayerNorm(C)
         # Each backbone initialises itself (Mamba's A_log, D and dt_proj bias have special
-        # initialisations that a blanket re-init would destroy); the rest is GPT-2 style.
+        # initialisations that a blanket re-init would destroy); the rest is GPT-2 style, for
+        # both models alike (the DT code leaves these at PyTorch's defaults: N(0, 1) for the
+        # timestep table, uniform +-1/sqrt(fan_in) for the linears).
         for module in (self.embed_timestep, self.embed_return, self.embed_state,
                        self.embed_action, self.predict_action):
             module.apply(_init_gpt_style)

@@ -246,7 +246,8 @@ class MambaBackbone(nn.Module):
         super().__init__()
         n_layer = config.mamba_n_layer
         self.layers = nn.ModuleList(ResidualBlock(config) for _ in range(n_layer))
-        # Keep the residual stream's variance from growing with depth (GPT-2 / reference Mamba).
+        # Keep the residual stream's variance from growing with depth (reference Mamba's
+        # rescale; the DT's GPT code does not rescale, and neither does GPTBackbone).
         with torch.no_grad():
             for layer in self.layers:
                 layer.mixer.out_proj.weight /= math.sqrt(n_layer)
