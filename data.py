@@ -5,12 +5,13 @@ Files use the D4RL schema, one row per transition:
     timeouts (N,) bool
 A trajectory ends at every row where `terminals` (it fell) or `timeouts` (time limit) is true;
 rows after the last such flag are kept as one more trajectory, marked truncated. Old D4RL files
-without `timeouts` are split at terminals only: nothing says where their time-limited episodes
-end, so consecutive ones read as one long truncated trajectory (we do not guess "every 1000
-steps"). A Minari dataset folder (`main_data.hdf5`, or `data/main_data.hdf5`, with groups
-`episode_0, episode_1, ...`) stores one episode per group with T+1 observations (the last is the
-state after the final action; it is dropped). Our own files are D4RL files with attributes
-(env id, level, seed, policy, versions), written atomically by `write_d4rl_hdf5`.
+without `timeouts` are also cut after every 1000 steps without a terminal, the envs' time limit
+(as D4RL's sequence_dataset and the DT code's loader do): read as one, consecutive episodes would
+carry returns-to-go across episodes and timesteps past the limit. A Minari dataset folder
+(`main_data.hdf5`, or `data/main_data.hdf5`, with groups `episode_0, episode_1, ...`) stores
+one episode per group with T+1 observations (the last is the state after the final action; it is
+dropped). Our own files are D4RL files with attributes (env id, level, seed, policy, versions),
+written atomically by `write_d4rl_hdf5`.
 
 Training windows are K consecutive steps of one trajectory. A window starts at a transition drawn
 uniformly from the whole dataset, so trajectories are chosen in proportion to their length and
@@ -178,9 +179,14 @@ def _clean_columns(source: str, columns: dict) -> dict:
 
 
 def _split(columns: dict) -> list[Trajectory]:
-    """Cut D4RL rows into trajectories after every terminal or timeout; keep the trailing piece."""
+    """Cut D4RL rows into trajectories after every terminal or timeout (without timeouts, after
+    every 1000 steps since the last terminal); keep the trailing piece."""
     terminals = columns["terminals"]
     ends = terminals | columns.get("timeouts", np.zeros_like(terminals))  # (N,)
+    if "timeouts" not in columns:  # old D4RL files: the time limit cut without a flag
+        after_fall = np.r_[0, np.flatnonzero(terminals) + 1]  # where each run of steps starts
+        for a, b in zip(after_fall, np.r_[after_fall[1:], len(ends)]):
+            ends[a + MAX_EPISODE_STEPS - 1:b:MAX_EPISODE_STEPS] = True
     stops = np.flatnonzero(ends) + 1  # one past each trajectory's last row
     if len(stops) == 0 or stops[-1] != len(ends):
         stops = np.append(stops, len(ends))  # trailing rows: a truncated trajectory

@@ -90,12 +90,15 @@ def test_float64_file_with_column_rewards_reads_as_float32_vectors(tmp_path):
     np.testing.assert_array_equal(trajectories[1].rewards, np.arange(6, 12))
 
 
-def test_file_without_timeouts_splits_only_at_terminals(tmp_path):
-    path = write_raw_d4rl(tmp_path / "d.hdf5", n=2500, terminal_rows=[299],
+def test_file_without_timeouts_is_cut_at_terminals_and_at_the_time_limit(tmp_path):
+    path = write_raw_d4rl(tmp_path / "d.hdf5", n=3700, terminal_rows=[299, 1299, 1499],
                           with_timeouts=False)
     trajectories = data.load_trajectories(path)
-    assert [len(t) for t in trajectories] == [300, 2200]  # no guessed cut every 1000 steps
-    assert [t.terminated for t in trajectories] == [True, False]
+    # fell at 300; fell at step 1000 (the limit's row too); fell at 200; then 2200 steps that
+    # never fell: 1000, 1000 (the time limit, as D4RL's loader cuts) and a trailing 200
+    assert [len(t) for t in trajectories] == [300, 1000, 200, 1000, 1000, 200]
+    assert [t.terminated for t in trajectories] == [True, True, True, False, False, False]
+    assert trajectories[4].observations[0, 0] == 2500  # obs[:, 0] numbers the rows
 
 
 def test_minari_folder_drops_last_observation_and_sorts_episodes_numerically(tmp_path):
