@@ -127,8 +127,13 @@ def _step_sizes(p_delta, offs_t, offs_d, mask_d, b_bias, seqlen, dim, DELTA_SOFT
     exp(0 * A) = 1 and 0 * B * u = 0); also returns the softplus input. -> 2 x (CHUNK, BLOCK_D)"""
     b_pre = _load_rows(p_delta, offs_t, offs_d, mask_d, seqlen, dim) + b_bias[None, :]
     b_delta = b_pre
-    if DELTA_SOFTPLUS:  # log(1 + e^x), with x itself above 20 where the two agree in fp32
-        b_delta = tl.where(b_pre > 20.0, b_pre, tl.log(1.0 + tl.exp(b_pre)))
+    if DELTA_SOFTPLUS:  # log(1 + e^x), with x itself above 20 where the two agree in fp32; as
+        # log(u) e / (u - 1), u = 1 + e (Goldberg's log1p), so a tiny e^x is not lost to rounding
+        b_exp = tl.exp(b_pre)
+        b_u = 1.0 + b_exp
+        b_log1p = tl.where(b_u == 1.0, b_exp, tl.log(b_u) * b_exp / tl.where(b_u == 1.0, 1.0,
+                                                                             b_u - 1.0))
+        b_delta = tl.where(b_pre > 20.0, b_pre, b_log1p)
     valid = (offs_t < seqlen)[:, None] & mask_d[None, :]
     return tl.where(valid, b_delta, 0.0), b_pre
 

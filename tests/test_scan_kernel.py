@@ -101,6 +101,17 @@ def test_each_optional_input_matches_reference(D, z, delta_bias, delta_softplus)
     assert_matches_reference(inputs, delta_softplus, *TOL_TINY[torch.float32], chunk=8, block_d=2)
 
 
+def test_softplus_keeps_its_precision_for_tiny_steps():
+    """A step size far below Mamba's initial 1e-3 (softplus of -13 is about 2e-6): log(1 + e^x)
+    rounds 1 + e^x and loses percents there; the reference's softplus does not."""
+    inputs = make_inputs(2, 13, 3, 3, D=False, z=False)
+    inputs["delta_bias"] = torch.full((3,), -13.0, device=DEVICE, requires_grad=True)
+    y = scan_kernel.selective_scan_triton(*(inputs[k] for k in NAMES), delta_softplus=True,
+                                          chunk=8, block_d=2)
+    y_ref = selective_scan_ref(*(inputs[k] for k in NAMES), delta_softplus=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_match_reference(dtype):
     inputs = make_inputs(2, 13, 3, 3, dtype=dtype)
