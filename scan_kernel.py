@@ -371,6 +371,10 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias, chunk, block_d):
         raise ScanKernelError(f"B and C must share a dtype (got {B.dtype}, {C.dtype}); cast one.")
     if seqlen == 0 or batch == 0:
         raise ScanKernelError("The scan needs at least one sequence of at least one step.")
+    if seqlen * max(dim, dstate) >= 2**31:  # offsets within one sequence are 32-bit
+        raise ScanKernelError(f"L x D = {seqlen * max(dim, dstate):,} overflows the kernels' "
+                              "32-bit offsets within a sequence; split it, or use the PyTorch "
+                              "scan.")
     if u.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ScanKernelError("The Triton scan needs CUDA tensors (or TRITON_INTERPRET=1 set "
                               "before importing triton); ssm.selective_scan falls back to PyTorch.")

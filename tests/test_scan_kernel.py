@@ -227,6 +227,14 @@ def test_bad_inputs_raise_one_clear_error(monkeypatch):
             call()
 
 
+def test_a_sequence_too_long_for_32_bit_offsets_is_refused_before_launch():
+    length, dim = 2**16, 2**15  # L x D = 2**31: no memory is made on the meta device
+    u = torch.empty(1, length, dim, device="meta")
+    A, B = torch.empty(dim, 4, device="meta"), torch.empty(1, length, 4, device="meta")
+    with pytest.raises(scan_kernel.ScanKernelError, match="overflows the kernels' 32-bit"):
+        scan_kernel._check_inputs(u, u, A, B, B, None, None, None, None, None)
+
+
 def test_smoke_check_compares_the_output_and_every_gradient_with_the_torch_scan(capsys):
     assert scan_kernel.main(["--length", "19", "--dim", "3", "--dstate", "2"]) is True
     out = capsys.readouterr().out
